@@ -1,0 +1,278 @@
+"""The command line: arguments → calls into the library → rendered results and an exit code.
+
+Only argparse is imported at start-up; each command imports what it needs, so `imgbuild --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .project import Plan, Project
+    from .ui import Reporter
+
+
+def _project(args: argparse.Namespace) -> Project:
+    from .project import Project
+
+    return Project.load(args.directory, args.manifest, provider=getattr(args, "provider", None),
+                        base_url=getattr(args, "base_url", None))
+
+
+def _reporter(args: argparse.Namespace) -> Reporter:
+    from .ui import make_reporter
+
+    return make_reporter(json_lines=args.json, quiet=args.quiet)
+
+
+# -- commands: each returns an exit code -------------------------------------------------------
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .executor import BuildOptions
+
+    project = _project(args)
+    force = None if args.force is False else tuple(args.targets)
+    options = BuildOptions(jobs=args.jobs, keep_going=args.keep_going, max_cost_usd=args.max_cost, force=force)
+    reporter = _reporter(args)
+    try:
+        if args.dry_run:
+            from .executor import check_budget
+
+            plan = project.plan(args.targets, force=force)
+            total = check_budget(plan.decisions, None)
+            reporter.plan(plan.decisions, total, dry_run=True)
+            return 0
+        summary = project.build(args.targets, options, reporter, confirm=lambda p: _confirm(args, project, p))
+    finally:
+        reporter.close()
+    reporter.summary(summary)
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed else 0
+
+
+def _confirm(args: argparse.Namespace, project: Project, plan: Plan) -> bool:
+    limit = project.settings.confirm_above_usd
+    if args.yes or plan.estimate_usd <= limit or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return True
+    todo = sum(1 for d in plan.decisions if d.action in ("request", "wait"))
+    answer = input(f"{todo} request(s), estimated ${plan.estimate_usd:.2f} (over ${limit:.2f}). Build? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .plan import State
+    from .ui import decision_line
+
+    project = _project(args)
+    decisions = project.status(args.targets)
+    if args.json:
+        import json
+
+        for d in decisions:
+            print(json.dumps({"event": "status", **d.to_json()}, sort_keys=True))
+    elif not args.quiet:
+        width = max((len(d.name) for d in decisions), default=0)
+        for d in decisions:
+            line = f"{d.name:<{width}}  {d.state:<8}  {d.reason}".rstrip()
+            print(line if width else decision_line(d))
+    not_ok = [d for d in decisions if d.state is not State.OK]
+    if args.command == "check":
+        if not_ok and not args.json:
+            print(f"check: {len(not_ok)} of {len(decisions)} target(s) not ok", file=sys.stderr)
+        return 1 if not_ok else 0
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    project = _project(args)
+    removed = project.clean(args.targets)
+    if not args.quiet:
+        for rel in removed:
+            print(f"removed  {rel}")
+        print(f"clean: {len(removed)} file(s) removed; the lock and cache keep them, `imgbuild build` restores them")
+    return 0
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    project = _project(args)
+    for name in project.accept(args.targets):
+        if not args.quiet:
+            print(f"accepted {name}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from .cache import LocalCache
+    from .lockfile import Lock
+
+    cache = LocalCache()
+    keep: set[str] = set()
+    for root in cache.projects():
+        for lock_path in root.glob("*.lock") if root.is_dir() else ():
+            try:
+                lock = Lock.load(lock_path, root / ".imgbuild")
+            except Exception:  # noqa: BLE001 - a foreign or broken file: it needs nothing
+                continue
+            for entry in lock.targets.values():
+                keep.update(o.get("sha256", "") for o in entry.get("outputs", []))
+    removed, freed = cache.gc(keep, args.older_than)
+    print(f"gc: removed {removed} object(s), freed {freed / 1e6:.1f} MB from {cache.root}")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .graph import render
+
+    project = _project(args)
+    sys.stdout.write(render(project.targets, project.deps, args.format))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .scaffold import write_starter
+
+    path = write_starter(args.directory, args.manifest)
+    print(f"wrote {path}; try: imgbuild build --provider placeholder")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from .manifest import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from .watch import watch
+
+    return watch(args)
+
+
+# -- the parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON lines on stdout")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print less")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks of errors")
+
+    parser = argparse.ArgumentParser(
+        prog="imgbuild", parents=[common],
+        description="A make-like build system for AI-generated images: builds what images.toml declares, "
+                    "calling the image API only for targets whose request changed.",
+    )
+    parser.add_argument("--version", action="version", version=f"imgbuild {__version__}")
+    parser.add_argument("-C", dest="directory", default=".", metavar="DIR", help="run in DIR (default: .)")
+    parser.add_argument("-f", dest="manifest", default="images.toml", metavar="MANIFEST",
+                        help="the manifest, relative to DIR (default: images.toml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, func: object, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    def provider_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--provider", choices=["openai", "aimlapi", "compatible", "placeholder"],
+                       help="override the manifest's provider preset (env IMGBUILD_PROVIDER)")
+        p.add_argument("--base-url", metavar="URL", help="override the endpoint (env IMGBUILD_BASE_URL)")
+
+    def build_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("targets", nargs="*", metavar="TARGET")
+        p.add_argument("-j", "--jobs", type=int, metavar="N", help="requests in flight at most")
+        p.add_argument("-k", "--keep-going", action="store_true",
+                       help="after a failure, go on with what does not depend on it")
+        p.add_argument("-B", "--force", action="store_true", help="rebuild the named targets (or all) anyway")
+        p.add_argument("--max-cost", type=float, metavar="USD",
+                       help="refuse to start over this estimate; never start a request that could pass it")
+        provider_options(p)
+
+    b = command("build", cmd_build, "bring the targets (default: all) and what they depend on up to date")
+    build_options(b)
+    b.add_argument("-n", "--dry-run", action="store_true", help="print the plan and its estimated cost; do nothing")
+    b.add_argument("--yes", action="store_true", help="do not ask before a build over confirm_above")
+
+    for name, help in (("status", "one line per target: name, state, reason"),
+                       ("check", "like status, but exit 1 unless every target is ok")):
+        p = command(name, cmd_status, help)
+        p.add_argument("targets", nargs="*", metavar="TARGET")
+        provider_options(p)
+
+    w = command("watch", cmd_watch, "build, then rebuild what each change to the manifest or an input affects")
+    build_options(w)
+    w.add_argument("--debounce-ms", type=int, default=150, help=argparse.SUPPRESS)
+
+    c = command("clean", cmd_clean, "delete outputs (lock and cache stay: the next build restores them)")
+    c.add_argument("targets", nargs="*", metavar="TARGET")
+
+    a = command("accept", cmd_accept, "record the outputs on disk as the targets' outputs for their current spec")
+    a.add_argument("targets", nargs="+", metavar="TARGET")
+
+    g = command("gc", cmd_gc, "prune cache objects no lock of this machine's recent projects needs")
+    g.add_argument("--older-than", type=float, default=30.0, metavar="DAYS",
+                   help="only objects unused for DAYS days (default: 30)")
+
+    gr = command("graph", cmd_graph, "print the dependency graph")
+    gr.add_argument("--format", choices=["dot", "mermaid"], default="dot")
+
+    command("init", cmd_init, "write a commented starter images.toml (refuses to overwrite)")
+    command("schema", cmd_schema, "print the JSON Schema of images.toml")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("json", "quiet", "verbose"):
+        if not hasattr(args, flag):
+            setattr(args, flag, False)
+    from .errors import ImgbuildError, ManifestError
+
+    try:
+        return int(args.func(args))
+    except ManifestError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except ImgbuildError as exc:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, said plainly
+        return _internal_error(exc, args.verbose)
+
+
+def _internal_error(exc: Exception, verbose: bool) -> int:
+    import tempfile
+    import traceback
+
+    text = traceback.format_exc()
+    if verbose:
+        sys.stderr.write(text)
+    fd, path = tempfile.mkstemp(prefix="imgbuild-crash-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    print(f"internal error (a bug in imgbuild): {type(exc).__name__}: {exc}; traceback saved to {path}",
+          file=sys.stderr)
+    return 3
+
+
+def run() -> None:
+    sys.exit(main())

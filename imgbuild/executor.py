@@ -1,0 +1,373 @@
+"""Runs a plan: asyncio, dependency order, bounded concurrency, keep-going, budget, interrupts.
+
+For every request the order is fixed: the provider's files go into the cache, then the run cache
+records the spec, then the outputs are written (atomically), then the lock. A crash at any point
+loses nothing that was paid for: the next build restores it from the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .cache import OutputInfo, RunRecord
+from .errors import BudgetExceeded, ProviderError
+from .fsutil import atomic_copy
+from .plan import Action, Decision, State
+from .providers.base import ImageRequest, Provider
+
+if TYPE_CHECKING:
+    from .project import Project
+    from .plan import Planner
+    from .ui import Reporter
+
+
+@dataclass
+class BuildOptions:
+    jobs: int | None = None
+    keep_going: bool = False
+    max_cost_usd: float | None = None
+    force: tuple[str, ...] | None = None  # None: nothing forced; () : everything
+
+
+@dataclass
+class Summary:
+    built: int = 0
+    restored: int = 0
+    failed: int = 0
+    skipped: int = 0
+    up_to_date: int = 0
+    requests: int = 0
+    retries: int = 0
+    cost_usd: float = 0.0
+    interrupted: bool = False
+    failures: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "built": self.built, "restored": self.restored, "failed": self.failed,
+            "skipped": self.skipped, "up_to_date": self.up_to_date, "requests": self.requests,
+            "retries": self.retries, "cost_usd": round(self.cost_usd, 6), "interrupted": self.interrupted,
+        }
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def lock_entry(decision: Decision, outputs: list[tuple[str, OutputInfo]], provider: str,
+               cost_usd: float | None, built_at: str) -> dict[str, Any]:
+    assert decision.spec is not None
+    entry: dict[str, Any] = {"spec": decision.spec.digest, "provider": provider, "built_at": built_at}
+    entry.update(decision.spec.readable())
+    if cost_usd is not None:
+        entry["cost_usd"] = round(cost_usd, 6)
+    entry["outputs"] = [
+        {"path": path, "sha256": o.sha256, "bytes": o.bytes, "width": o.width, "height": o.height}
+        for path, o in outputs
+    ]
+    return entry
+
+
+class LockWriter:
+    """Rewrites the lock after targets complete. Writes run in a thread and coalesce: while one is
+    under way, completions pile up for the next, so a thousand quick restores are not a thousand
+    rewrites, while a slow API request still gets its own write as soon as it lands."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self._dirty = False
+        self._task: asyncio.Task[None] | None = None
+
+    def changed(self) -> None:
+        self._dirty = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            await asyncio.to_thread(self.project.lock.save, json_copy=False)
+
+    async def flush(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        await asyncio.to_thread(self.project.lock.save)
+
+
+class Executor:
+    def __init__(self, project: Project, planner: Planner, order: list[str], reporter: Reporter,
+                 options: BuildOptions, open_provider: Callable[[], Provider]) -> None:
+        self.project = project
+        self.planner = planner
+        self.order = order
+        self.reporter = reporter
+        self.options = options
+        self._open_provider = open_provider
+        self._provider: Provider | None = None
+        self.summary = Summary()
+        self.stopping = False
+        self.fatal: ProviderError | None = None
+        self._done: dict[str, asyncio.Future[bool]] = {}
+        self._requests: set[asyncio.Task[Any]] = set()
+        self._sigints = 0
+        self._in_flight_usd = 0.0
+        jobs = options.jobs or project.settings.concurrency
+        self._slots = asyncio.Semaphore(max(1, jobs))
+        self.lock_writer = LockWriter(project)
+
+    # -- the run --------------------------------------------------------------------------------
+
+    async def run(self) -> Summary:
+        loop = asyncio.get_running_loop()
+        handled = _install_sigint(loop, self._on_sigint)
+        try:
+            self._done = {name: loop.create_future() for name in self.order}
+            tasks = [asyncio.create_task(self._target(name)) for name in self.order]
+            try:
+                await asyncio.gather(*tasks, return_exceptions=False)
+            except asyncio.CancelledError:
+                self.summary.interrupted = True
+            await self.lock_writer.flush()
+            await asyncio.to_thread(self.project.stats.save)
+            if self._provider is not None:
+                await self._provider.aclose()
+        finally:
+            if handled:
+                loop.remove_signal_handler(signal.SIGINT)
+        return self.summary
+
+    def _on_sigint(self) -> None:
+        self._sigints += 1
+        if self._sigints == 1:
+            self.stopping = True
+            self.summary.interrupted = True
+            n = len(self._requests)
+            self.reporter.warn(
+                f"interrupted: starting nothing new; waiting for {n} request(s) in flight to finish "
+                "and be saved (Ctrl-C again to abandon them)" if n else "interrupted: starting nothing new"
+            )
+        else:
+            self.reporter.warn("interrupted again: abandoning the requests in flight")
+            for task in list(self._requests):
+                task.cancel()
+
+    async def _target(self, name: str) -> None:
+        ok = False
+        try:
+            ok = await self._run_target(name)
+        except asyncio.CancelledError:
+            self._skip(name, "interrupted")
+        except Exception as exc:  # a bug or an OS error in one target must not lose the others
+            self._fail(name, exc)
+        finally:
+            fut = self._done[name]
+            if not fut.done():
+                fut.set_result(ok)
+
+    async def _run_target(self, name: str) -> bool:
+        deps = self.project.deps[name]
+        if deps:
+            results = await asyncio.gather(*(self._done[d] for d in deps if d in self._done))
+            if not all(results):
+                failed = [d for d, r in zip(deps, results) if not r]
+                self._skip(name, f"depends on {', '.join(failed)}, which was not built")
+                return False
+        decision = self.planner.decisions.get(name)
+        if decision is None or decision.action is Action.WAIT:
+            decision = self.planner.decide(name)
+        if decision.action is Action.NOTHING:
+            self.summary.up_to_date += 1
+            return True
+        if decision.action is Action.SKIP:
+            self.summary.skipped += 1
+            self.reporter.event("skipped", name, decision.reason, state=str(decision.state))
+            # A modified or pinned output still feeds its dependents as it is on disk.
+            return all(p is not None for p in decision.promised)
+        if decision.action is Action.FAIL:
+            self._fail(name, decision.reason)
+            return False
+        if self.stopping:
+            self._skip(name, "not started (the build is stopping)")
+            return False
+        if decision.action is Action.RESTORE:
+            await asyncio.to_thread(self._restore, decision)
+            self.summary.restored += 1
+            self.reporter.event("restored", name, decision.reason, state=str(decision.state))
+            self._finished(decision)
+            return True
+        return await self._request(decision)
+
+    def _finished(self, decision: Decision) -> None:
+        self.planner.decisions[decision.name] = Decision(
+            decision.name, State.OK, Action.NOTHING, [], decision.spec,
+            promised=tuple(self.project.stats.digest(o) for o in self.project.targets[decision.name].outputs),
+        )
+        self.lock_writer.changed()
+
+    def _skip(self, name: str, why: str) -> None:
+        self.summary.skipped += 1
+        self.reporter.event("skipped", name, why)
+
+    def _fail(self, name: str, error: Exception | str) -> None:
+        self.summary.failed += 1
+        message = str(error) if isinstance(error, ProviderError) and error.target else f"{name}: {error}"
+        self.summary.failures.append(message)
+        self.reporter.event("failed", name, str(error))
+        if not self.options.keep_going:
+            self.stopping = True
+
+    # -- restore -------------------------------------------------------------------------------
+
+    def _restore(self, decision: Decision) -> None:
+        assert decision.run is not None
+        target = self.project.targets[decision.name]
+        outputs = []
+        for rel, info in zip(target.outputs, decision.run.outputs):
+            if self.project.stats.digest(rel) != info.sha256:
+                atomic_copy(self.project.cache.object_path(info.sha256), self.project.root / rel)
+                self.project.stats.record(rel, info.sha256)
+            self.project.cache.touch(info.sha256)
+            outputs.append((rel, info))
+        run = decision.run
+        entry = lock_entry(decision, outputs, run.provider, run.cost_usd, run.built_at or utc_now())
+        self.project.lock.set(decision.name, entry)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _provider_now(self) -> Provider:
+        if self._provider is None:
+            self._provider = self._open_provider()
+        return self._provider
+
+    async def _request(self, decision: Decision) -> bool:
+        name = decision.name
+        async with self._slots:
+            if self.stopping:
+                self._skip(name, "not started (the build is stopping)")
+                return False
+            limit = self.options.max_cost_usd
+            if limit is not None and self.summary.cost_usd + self._in_flight_usd + decision.estimate_usd > limit:
+                self._skip(name, f"not started: it could take spending past --max-cost ${limit:.2f}")
+                return False
+            try:
+                request = self._make_request(decision)
+                provider = self._provider_now()
+            except ProviderError as exc:
+                self._request_failed(name, exc)
+                return False
+            except ValueError as exc:
+                self._fail(name, exc)
+                return False
+            self._in_flight_usd += decision.estimate_usd
+            self.reporter.event("started", name, decision.reason, state=str(decision.state),
+                                estimate_usd=decision.estimate_usd)
+            task = asyncio.create_task(self._call(provider, request, decision))
+            self._requests.add(task)
+            try:
+                return await task
+            except asyncio.CancelledError:
+                self._skip(name, "abandoned")
+                return False
+            finally:
+                self._requests.discard(task)
+                self._in_flight_usd -= decision.estimate_usd
+
+    def _make_request(self, decision: Decision) -> ImageRequest:
+        target = self.project.targets[decision.name]
+        root = self.project.root
+        p = target.params
+        if target.mask and target.images[0] in self.project.producers:
+            _check_mask_fits(root, target.mask, target.images[0])
+        return ImageRequest(
+            target=target.name, model=self.project.settings.model, prompt=target.prompt,
+            size=p["size"], quality=p["quality"], output_format=p["output_format"],
+            background=p["background"], moderation=p["moderation"],
+            output_compression=p.get("output_compression"), n=p["n"],
+            images=tuple(root / i for i in target.images),
+            mask=root / target.mask if target.mask else None, extra=target.extra,
+        )
+
+    def _request_failed(self, name: str, exc: ProviderError) -> None:
+        if exc.target is None:
+            exc.target = name
+        self._fail(name, exc)
+        if exc.fatal and self.fatal is None:
+            self.fatal = exc
+            self.stopping = True
+
+    async def _call(self, provider: Provider, request: ImageRequest, decision: Decision) -> bool:
+        name = decision.name
+        cache = self.project.cache
+        staging = cache.staging_dir()
+        started = time.monotonic()
+        try:
+            try:
+                result = await provider.generate(request, staging)
+            except ProviderError as exc:
+                self.summary.requests += 1 + getattr(exc, "retries", 0)
+                self._request_failed(name, exc)
+                return False
+            self.summary.requests += result.requests
+            self.summary.retries += result.retries
+            # Paid for: into the cache before anything else can go wrong.
+            infos = [await asyncio.to_thread(cache.put_file, f) for f in result.files]
+            cost = result.cost_usd if result.cost_usd is not None else (
+                None if self.planner.free else decision.estimate_usd)
+            if cost:
+                self.summary.cost_usd += cost
+            record = RunRecord(infos, self.project.settings.preset, cost, utc_now())
+            target = self.project.targets[name]
+            if len(infos) != len(target.outputs):
+                self._fail(name, f"asked for {len(target.outputs)} image(s), the API returned {len(infos)} "
+                                 "(kept in the cache)")
+                return False
+            assert decision.spec is not None
+            await asyncio.to_thread(cache.put_run, decision.spec.digest, record)
+            for warning in result.warnings:
+                self.reporter.warn(f"{name}: {warning}")
+            restored = Decision(name, decision.state, Action.RESTORE, decision.reasons, decision.spec, record)
+            await asyncio.to_thread(self._restore, restored)
+            self.summary.built += 1
+            self.reporter.event("built", name, decision.reason, state=str(decision.state),
+                                seconds=round(time.monotonic() - started, 2), cost_usd=cost)
+            self._finished(decision)
+            return True
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_mask_fits(root: Path, mask: str, first: str) -> None:
+    from .images import image_info
+
+    m, f = image_info(root / mask), image_info(root / first)
+    if m.size != f.size:
+        raise ValueError(f"mask {mask} is {m.size[0]}x{m.size[1]} but its first input {first} came out "
+                         f"{f.size[0]}x{f.size[1]}; the mask must match it")
+
+
+def _install_sigint(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> bool:
+    if os.name != "posix":
+        return False
+    try:
+        loop.add_signal_handler(signal.SIGINT, handler)
+        return True
+    except (RuntimeError, ValueError):  # not the main thread (a library caller's worker)
+        return False
+
+
+def check_budget(decisions: list[Decision], max_cost_usd: float | None) -> float:
+    total = sum(d.estimate_usd for d in decisions if d.action in (Action.REQUEST, Action.WAIT))
+    if max_cost_usd is not None and total > max_cost_usd:
+        raise BudgetExceeded(
+            f"the estimate is ${total:.2f}, over --max-cost ${max_cost_usd:.2f}: "
+            "build fewer targets, or raise the limit"
+        )
+    return total

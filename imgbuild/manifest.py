@@ -1,0 +1,135 @@
+"""The pydantic models of ``images.toml``: at once the parser, the validator and the JSON Schema.
+
+Loading happens in two passes. Pydantic checks the shape of each part (types, enums, ranges,
+unknown fields); :mod:`imgbuild.resolve` then checks what needs the file system and the chosen
+provider (paths, inputs by their bytes, sizes, formats, masks, cycles). Every problem of both passes
+is reported at once, each with its place.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TARGET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+PRESET_NAMES = ("openai", "aimlapi", "compatible", "placeholder")
+
+# imgbuild's own defaults: always part of the spec and always sent (SPEC §1).
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "size": "1024x1024",
+    "quality": "medium",
+    "output_format": "png",
+    "background": "auto",
+    "moderation": "auto",
+    "n": 1,
+}
+DEFAULT_COMPRESSION = 100
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Prices(_Strict):
+    """Override the cost estimate. Token prices are USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    text_input_per_million: float | None = Field(None, ge=0, description="USD per million text input tokens.")
+    image_input_per_million: float | None = Field(None, ge=0, description="USD per million image input tokens.")
+    image_output_per_million: float | None = Field(None, ge=0, description="USD per million image output tokens.")
+    per_image: float | dict[str, float] | None = Field(
+        None, description="A flat USD price per image, or a table by quality (low/medium/high/auto)."
+    )
+
+
+class ProviderTable(_Strict):
+    """Which API builds the images. Every field is optional."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    name: Literal["openai", "aimlapi", "compatible", "placeholder"] = Field(
+        "openai", description="Preset: openai | aimlapi | compatible | placeholder (offline)."
+    )
+    model: str | None = Field(None, min_length=1, description="Model id to send (default per preset).")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the environment variable holding the key (default per preset).",
+    )
+    base_url: str | None = Field(
+        None, pattern=r"^https?://", description="Endpoint; only for the compatible preset."
+    )
+    concurrency: int = Field(4, ge=1, le=64, description="Requests in flight at most.")
+    timeout: float = Field(600, gt=0, description="Seconds for one request.")
+    max_retries: int = Field(4, ge=0, le=20, description="Retries of a transient failure, after the first try.")
+    confirm_above: float = Field(
+        1.0, ge=0, description="On a terminal, ask before a build estimated above this many USD."
+    )
+    prices: Prices = Field(default_factory=Prices, description="Override the cost estimate.")
+
+
+Quality = Literal["low", "medium", "high", "auto"]
+Format = Literal["png", "jpeg", "webp"]
+Background = Literal["transparent", "opaque", "auto"]
+Moderation = Literal["low", "auto"]
+
+
+class Params(_Strict):
+    """The fields a target shares with ``[defaults]``."""
+
+    size: str | None = Field(None, description='"auto" or "WIDTHxHEIGHT" (default 1024x1024).')
+    quality: Quality | None = Field(None, description="low | medium | high | auto (default medium).")
+    output_format: Format | None = Field(
+        None, description="png | jpeg | webp; when absent it follows the output's extension, else png."
+    )
+    background: Background | None = Field(None, description="transparent | opaque | auto (default auto).")
+    moderation: Moderation | None = Field(None, description="low | auto (default auto).")
+    output_compression: Annotated[int, Field(ge=0, le=100)] | None = Field(
+        None, description="0-100, jpeg and webp only (default 100)."
+    )
+    n: Annotated[int, Field(ge=1, le=10)] | None = Field(None, description="Images per target, 1-10 (default 1).")
+    revision: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Bump it to ask for a new take of an otherwise unchanged target (default 0)."
+    )
+    pinned: bool | None = Field(
+        None, description="Never call the API for this target; if its spec changed, say so and keep the image."
+    )
+    extra: dict[str, Any] | None = Field(
+        None, description="Further request fields sent as they are, for API parameters imgbuild does not know."
+    )
+
+
+class TargetTable(Params):
+    """One image target: ``[images.NAME]``."""
+
+    prompt: str | None = Field(None, description="The prompt; ${var} is replaced from [vars], $$ is a literal $.")
+    prompt_file: str | None = Field(None, description="A file holding the prompt, instead of prompt.")
+    output: str | None = Field(None, description="Output path (default <out_dir>/<name>.<ext>).")
+    images: list[str] | None = Field(
+        None, min_length=1, max_length=16, description="Input images for an edit, 1-16, order matters."
+    )
+    mask: str | None = Field(
+        None, description="PNG with alpha, same size as the first input; only with images."
+    )
+
+
+class ManifestFile(_Strict):
+    """``images.toml``: declares every image a project needs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="imgbuild manifest (images.toml)")
+
+    out_dir: str = Field("build/images", description="Where targets without output go.")
+    provider: ProviderTable = Field(default_factory=ProviderTable)
+    defaults: Params = Field(default_factory=Params, description="Defaults for every target.")
+    vars: dict[str, str] = Field(default_factory=dict, description="Values for ${name} in prompts.")
+    images: dict[Annotated[str, Field(pattern=TARGET_NAME_PATTERN)], TargetTable] = Field(
+        default_factory=dict, description="The targets, by name."
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of images.toml, for editors (``imgbuild schema``)."""
+    schema = ManifestFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

@@ -1,0 +1,225 @@
+"""The state of every target and the reason for it, decided in one place (ninja's `-d explain`).
+
+``status``, ``build -n``, ``--json`` and ``watch`` all render the :class:`Decision` objects made
+here. Deciding reads files (through the stat cache) and the cache's index, and writes nothing. The
+cheapest checks come first: a target whose spec digest matches its lock entry and whose outputs
+still have their recorded (size, mtime) is ``ok`` without hashing a byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from .cache import LocalCache, RunRecord
+from .pricing import estimate_usd
+from .spec import InputRef, Spec, changed_fields
+
+if TYPE_CHECKING:
+    from .lockfile import Lock
+    from .resolve import Target
+    from .statcache import StatCache
+
+
+class State(StrEnum):
+    OK = "ok"
+    NEW = "new"
+    CHANGED = "changed"
+    RESTORE = "restore"
+    MODIFIED = "modified"
+    PINNED = "pinned"
+    UPSTREAM = "upstream"
+
+
+class Action(StrEnum):
+    NOTHING = "nothing"
+    REQUEST = "request"  # call the provider
+    RESTORE = "restore"  # copy the right bytes from the cache; no request
+    SKIP = "skip"  # leave alone (modified, pinned)
+    WAIT = "wait"  # decide again once the targets it depends on are built
+    FAIL = "fail"  # cannot be built as things stand (e.g. an input vanished)
+
+
+@dataclass
+class Decision:
+    name: str
+    state: State
+    action: Action
+    reasons: list[str] = field(default_factory=list)
+    spec: Spec | None = None
+    run: RunRecord | None = None  # what RESTORE copies
+    estimate_usd: float = 0.0  # for REQUEST and WAIT
+    # The digests the outputs will have once this target is done; None where unknown yet.
+    promised: tuple[str | None, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.name, "state": str(self.state), "action": str(self.action),
+            "reason": self.reason, "estimate_usd": round(self.estimate_usd, 6),
+        }
+
+
+class Planner:
+    """Decides targets in dependency order; the executor asks again for those that WAIT."""
+
+    def __init__(
+        self,
+        targets: Mapping[str, Target],
+        producers: Mapping[str, str],
+        model: str,
+        preset: str,
+        prices: Mapping[str, Any],
+        lock: Lock,
+        cache: LocalCache,
+        stats: StatCache,
+        force: Iterable[str] = (),
+    ) -> None:
+        self.targets = targets
+        self.producers = producers
+        self.model = model
+        self.free = preset == "placeholder"
+        self.prices = prices
+        self.lock = lock
+        self.cache = cache
+        self.stats = stats
+        self.force = set(force)
+        self.decisions: dict[str, Decision] = {}
+
+    def decide_all(self, order: Iterable[str]) -> list[Decision]:
+        return [self.decide(name) for name in order]
+
+    def _input_digest(self, rel: str) -> tuple[str | None, str | None]:
+        """(digest, producer still to build) of one input."""
+        producer = self.producers.get(rel)
+        if producer is not None:
+            d = self.decisions.get(producer)
+            if d is not None:
+                idx = self.targets[producer].outputs.index(rel)
+                promised = d.promised[idx] if idx < len(d.promised) else None
+                if promised is not None:
+                    return promised, None
+                if d.action in (Action.REQUEST, Action.WAIT):
+                    return None, producer
+                return None, None  # its producer is not going to make it: missing
+        return self.stats.digest(rel), None
+
+    def spec_of(self, target: Target, digests: Mapping[str, str]) -> Spec:
+        refs = [InputRef("image", p, digests[p]) for p in target.images]
+        if target.mask:
+            refs.append(InputRef("mask", target.mask, digests[target.mask]))
+        return Spec(self.model, target.prompt, target.params, tuple(refs), target.revision, target.extra)
+
+    def estimate(self, target: Target) -> float:
+        if self.free:
+            return 0.0
+        p = target.params
+        return estimate_usd(
+            size=p["size"], quality=p["quality"], n=p["n"], prompt_chars=len(target.prompt),
+            input_images=len(target.images), prices=self.prices,
+        )
+
+    def decide(self, name: str) -> Decision:
+        decision = self._decide(name)
+        self.decisions[name] = decision
+        return decision
+
+    def _decide(self, name: str) -> Decision:
+        target = self.targets[name]
+        forced = name in self.force
+        digests: dict[str, str] = {}
+        for rel in target.images + ((target.mask,) if target.mask else ()):
+            digest, pending = self._input_digest(rel)
+            if pending is not None:
+                return Decision(name, State.UPSTREAM, Action.WAIT, [f"input {rel} comes from {pending}, which will be rebuilt"],
+                                estimate_usd=self.estimate(target), promised=(None,) * len(target.outputs))
+            if digest is None:
+                return Decision(name, State.NEW, Action.FAIL, [f"input {rel} is missing"],
+                                promised=(None,) * len(target.outputs))
+            digests[rel] = digest
+        spec = self.spec_of(target, digests)
+        entry = self.lock.get(name)
+        on_disk = tuple(self.stats.digest(o) for o in target.outputs)
+
+        if entry is not None and entry.get("spec") == spec.digest:
+            return self._same_spec(target, spec, entry, on_disk, forced)
+
+        reasons = changed_fields(entry, spec) if entry is not None else []
+        state = State.CHANGED if entry is not None else State.NEW
+        if target.pinned:
+            why = reasons if entry is not None else ["not built yet"]
+            return Decision(name, State.PINNED, Action.SKIP, [*why, "pinned: left alone"], spec,
+                            promised=_promise_existing(on_disk, entry))
+        known = _locked_digests(entry)
+        hand_made = [o for o, d in zip(target.outputs, on_disk)
+                     if d is not None and d not in known and not self.cache.has(d)]
+        if hand_made and not forced:
+            what = "was edited by hand" if entry is not None else "exists and was not made by imgbuild"
+            return Decision(name, State.MODIFIED, Action.SKIP,
+                            [f"{hand_made[0]} {what}: `imgbuild accept {name}` adopts it, --force overwrites it"],
+                            spec, promised=on_disk)
+        run = None if forced else self.cache.get_run(spec.digest)
+        if run is not None and len(run.outputs) == len(target.outputs):
+            promised = tuple(o.sha256 for o in run.outputs)
+            if entry is None:
+                return Decision(name, State.RESTORE, Action.RESTORE, ["built before: in the cache"], spec, run,
+                                promised=promised)
+            return Decision(name, state, Action.RESTORE, [*reasons, "in the cache"], spec, run, promised=promised)
+        if forced:
+            reasons = [*reasons, "forced"] if reasons else ["forced"]
+        return Decision(name, state, Action.REQUEST, reasons, spec, estimate_usd=self.estimate(target),
+                        promised=(None,) * len(target.outputs))
+
+    def _same_spec(self, target: Target, spec: Spec, entry: Mapping[str, Any],
+                   on_disk: tuple[str | None, ...], forced: bool) -> Decision:
+        name = target.name
+        locked = [o.get("sha256") for o in entry.get("outputs", [])]
+        paths = [o.get("path") for o in entry.get("outputs", [])]
+        if forced:
+            return Decision(name, State.OK, Action.REQUEST, ["forced"], spec, estimate_usd=self.estimate(target),
+                            promised=(None,) * len(target.outputs))
+        if list(on_disk) == locked and paths == list(target.outputs):
+            return Decision(name, State.OK, Action.NOTHING, [], spec, promised=on_disk)
+        if len(locked) != len(target.outputs):
+            return Decision(name, State.CHANGED, Action.REQUEST, ["outputs"], spec,
+                            estimate_usd=self.estimate(target), promised=(None,) * len(target.outputs))
+        problems = []
+        for out, have, want in zip(target.outputs, on_disk, locked):
+            if have is None:
+                problems.append(f"{out} is missing")
+            elif have != want:
+                if not self.cache.has(have):
+                    return Decision(
+                        name, State.MODIFIED, Action.SKIP,
+                        [f"{out} was edited by hand: `imgbuild accept {name}` adopts it, --force overwrites it"],
+                        spec, promised=on_disk,
+                    )
+                problems.append(f"{out} differs from the lock")
+        if not problems:  # same bytes, output paths renamed in the manifest: rewrite the lock only
+            problems.append("output paths changed")
+        if all(d and self.cache.has(d) for d in locked):
+            from .cache import OutputInfo
+
+            outs = entry.get("outputs", [])
+            run = RunRecord(
+                [OutputInfo(o["sha256"], o.get("bytes", 0), o.get("width", 0), o.get("height", 0), None) for o in outs],
+                entry.get("provider", ""), entry.get("cost_usd"), entry.get("built_at", ""),
+            )
+            return Decision(name, State.RESTORE, Action.RESTORE, problems, spec, run, promised=tuple(locked))
+        return Decision(name, State.CHANGED, Action.REQUEST, [*problems, "and not in the cache"], spec,
+                        estimate_usd=self.estimate(target), promised=(None,) * len(target.outputs))
+
+
+def _locked_digests(entry: Mapping[str, Any] | None) -> set[str]:
+    return {o.get("sha256") for o in entry.get("outputs", [])} if entry else set()
+
+
+def _promise_existing(on_disk: tuple[str | None, ...], entry: Mapping[str, Any] | None) -> tuple[str | None, ...]:
+    """What a pinned target's dependents see: the bytes on disk, else the locked ones."""
+    locked = [o.get("sha256") for o in entry.get("outputs", [])] if entry else []
+    return tuple(d if d is not None else (locked[i] if i < len(locked) else None) for i, d in enumerate(on_disk))

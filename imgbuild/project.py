@@ -1,0 +1,237 @@
+"""A loaded project: the library API the commands (and a game's build script) use."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import LocalCache
+from .errors import ManifestError, ProjectBusy, UsageError
+from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry, utc_now
+from .graph import closure, dependencies, producers_of, topological_order
+from .lockfile import Lock
+from .plan import Action, Decision, Planner
+from .providers.base import ProviderSettings
+from .resolve import Overrides, Resolved, Target, read_manifest, resolve
+from .statcache import StatCache
+from .ui import Reporter
+
+STATE_DIR = ".imgbuild"
+
+
+@dataclass
+class Plan:
+    """Decisions for the selected targets (and what they depend on), in build order."""
+
+    decisions: list[Decision]
+    planner: Planner
+    order: list[str]
+
+    @property
+    def estimate_usd(self) -> float:
+        return sum(d.estimate_usd for d in self.decisions if d.action in (Action.REQUEST, Action.WAIT))
+
+    @property
+    def has_work(self) -> bool:
+        return any(d.action not in (Action.NOTHING,) for d in self.decisions)
+
+
+class Project:
+    def __init__(self, root: Path, manifest_path: Path, resolved: Resolved, cache: LocalCache) -> None:
+        self.root = root
+        self.manifest_path = manifest_path
+        self.resolved = resolved
+        self.targets: dict[str, Target] = resolved.targets
+        self.settings: ProviderSettings = resolved.settings
+        self.cache = cache
+        self.producers, _ = producers_of(self.targets)
+        self.deps = dependencies(self.targets, self.producers)
+        self.order = topological_order(self.deps)
+        self.state_dir = root / STATE_DIR
+        self.lock = Lock.load(manifest_path.with_suffix(".lock"), self.state_dir)
+        self.stats = StatCache(root, self.state_dir / "stat.json")
+
+    @classmethod
+    def load(
+        cls,
+        root: str | os.PathLike[str] = ".",
+        manifest: str = "images.toml",
+        *,
+        provider: str | None = None,
+        base_url: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> Project:
+        """Read and validate a project's manifest. Raises ManifestError with every problem."""
+        root_path = Path(root).absolute()
+        manifest_path = root_path / manifest
+        raw = read_manifest(manifest_path)
+        resolved = resolve(raw, manifest_path.parent, manifest_path.name, Overrides.from_env(provider, base_url))
+        cache = LocalCache(Path(cache_dir) if cache_dir else None)
+        return cls(manifest_path.parent, manifest_path, resolved, cache)
+
+    # -- selection and planning ----------------------------------------------------------------
+
+    def select(self, names: Sequence[str] = ()) -> list[str]:
+        """The named targets (default: all) and their dependencies, in build order."""
+        if not names:
+            return self.order
+        unknown = [n for n in names if n not in self.targets]
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], self.targets, n=1)
+            more = f" (did you mean {hint[0]}?)" if hint else ""
+            raise UsageError(f"no target named {unknown[0]} in {self.manifest_path.name}{more}")
+        wanted = closure(self.deps, names)
+        return [n for n in self.order if n in wanted]
+
+    def plan(self, names: Sequence[str] = (), *, force: Iterable[str] | None = None) -> Plan:
+        """Decide the state of the selected targets. Reads files; writes nothing."""
+        order = self.select(names)
+        forced = (set(names) or set(order)) if force is not None and not list(force) else set(force or ())
+        planner = Planner(self.targets, self.producers, self.resolved.preset.canonical_model(self.settings.model),
+                          self.settings.preset, self.settings.prices, self.lock, self.cache, self.stats, forced)
+        decisions = planner.decide_all(order)
+        return Plan(decisions, planner, order)
+
+    def status(self, names: Sequence[str] = ()) -> list[Decision]:
+        """One decision per named target (default: all), without building anything."""
+        plan = self.plan(names)
+        shown = set(names) if names else None
+        return [d for d in plan.decisions if shown is None or d.name in shown]
+
+    # -- building ------------------------------------------------------------------------------
+
+    def build(
+        self,
+        names: Sequence[str] = (),
+        options: BuildOptions | None = None,
+        reporter: Reporter | None = None,
+        *,
+        confirm: Callable[[Plan], bool] | None = None,
+    ) -> Summary:
+        """Bring the selected targets up to date. Returns the summary; raises ImgbuildError."""
+        options = options or BuildOptions()
+        reporter = reporter or Reporter()
+        plan = self.plan(names, force=options.force)
+        check_budget(plan.decisions, options.max_cost_usd)
+        if not plan.has_work:
+            return Summary(up_to_date=len(plan.decisions))
+        if confirm is not None and not confirm(plan):
+            raise UsageError("build cancelled")
+        with self._run_lock(reporter):
+            # Another build may have done the work while we waited: decide again.
+            self.lock = Lock.load(self.lock.path, self.state_dir)
+            self.stats = StatCache(self.root, self.state_dir / "stat.json")
+            plan = self.plan(names, force=options.force)
+            if plan.estimate_usd and any(d.action is Action.REQUEST for d in plan.decisions):
+                self._open_provider_check()
+            self.cache.register_project(self.root)
+            executor = Executor(self, plan.planner, plan.order, reporter, options, self._open_provider)
+            return asyncio.run(executor.run())
+
+    def _open_provider_check(self) -> None:
+        from .providers import open_provider
+
+        open_provider(self.settings)  # raises for a missing key, before any request
+
+    def _open_provider(self):  # type: ignore[no-untyped-def]
+        from .providers import open_provider
+
+        return open_provider(self.settings)
+
+    def _run_lock(self, reporter: Reporter):  # type: ignore[no-untyped-def]
+        from filelock import FileLock, Timeout
+
+        self.state_dir.mkdir(exist_ok=True)
+        lock = FileLock(str(self.state_dir / "run.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            reporter.warn("another imgbuild build of this project is running; waiting for it to finish")
+            try:
+                lock.acquire(timeout=3600)
+            except Timeout:
+                raise ProjectBusy("another imgbuild build of this project has run for an hour; "
+                                  f"if none is running, delete {lock.lock_file}") from None
+        return _Held(lock)
+
+    # -- clean and accept ----------------------------------------------------------------------
+
+    def clean(self, names: Sequence[str] = ()) -> list[str]:
+        """Delete the outputs of the named targets (default: all). Lock and cache stay."""
+        selected = list(names) if names else self.order
+        self.select(selected)
+        removed = []
+        for name in selected:
+            for rel in self.targets[name].outputs:
+                path = self.root / rel
+                if path.exists():
+                    path.unlink()
+                    removed.append(rel)
+                self.stats.forget(rel)
+        self.stats.save()
+        return removed
+
+    def accept(self, names: Sequence[str]) -> list[str]:
+        """Record the outputs now on disk as the named targets' outputs for their current spec."""
+        if not names:
+            raise UsageError("accept needs the names of the targets whose outputs to adopt")
+        self.select(names)
+        plan = self.plan()
+        by_name = {d.name: d for d in plan.decisions}
+        accepted = []
+        with self._run_lock(Reporter()):
+            for name in names:
+                d = by_name[name]
+                target = self.targets[name]
+                if d.spec is None:
+                    raise UsageError(f"{name}: an input comes from a target that must be built first; build it, then accept")
+                missing = [o for o in target.outputs if not (self.root / o).exists()]
+                if missing:
+                    raise UsageError(f"{name}: {missing[0]} does not exist; nothing to accept")
+                outputs = []
+                staging = self.cache.staging_dir()
+                try:
+                    for rel in target.outputs:
+                        copy = staging / Path(rel).name
+                        import shutil
+
+                        shutil.copyfile(self.root / rel, copy)
+                        info = self.cache.put_file(copy)
+                        self.stats.record(rel, info.sha256)
+                        outputs.append((rel, info))
+                finally:
+                    import shutil
+
+                    shutil.rmtree(staging, ignore_errors=True)
+                from .cache import RunRecord
+
+                record = RunRecord([o for _, o in outputs], "accepted", None, utc_now())
+                self.cache.put_run(d.spec.digest, record)
+                self.lock.set(name, lock_entry(d, outputs, "accepted", None, record.built_at))
+                accepted.append(name)
+            self.lock.save()
+            self.stats.save()
+        return accepted
+
+
+class _Held:
+    def __init__(self, lock) -> None:  # type: ignore[no-untyped-def]
+        self.lock = lock
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def load_project(root: str | os.PathLike[str] = ".", manifest: str = "images.toml", **kw: object) -> Project:
+    """Load a project (see :meth:`Project.load`)."""
+    return Project.load(root, manifest, **kw)  # type: ignore[arg-type]
+
+
+__all__ = ["ManifestError", "Plan", "Project", "load_project"]

@@ -1,0 +1,432 @@
+"""images.toml → validated, resolved :class:`Target` objects, with every problem and its place.
+
+Pure apart from reading the manifest, prompt files and the first bytes of input images: no
+network, no writes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ManifestError, Problem
+from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, ManifestFile, TargetTable
+from .providers import PRESETS, Preset
+from .providers.base import Capabilities, ProviderSettings
+from .providers.rules import parse_size
+
+EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+FORMAT_EXTENSION = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+# Request fields imgbuild sends itself: `extra` may not override them.
+OWN_FIELDS = frozenset(
+    {"model", "prompt", "size", "quality", "output_format", "background", "moderation",
+     "output_compression", "n", "image", "image[]", "images", "mask"}
+)
+_VAR = re.compile(r"\$(\$|\{([^}]*)\})")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target after defaults, vars and paths are resolved. Paths are POSIX, relative to root."""
+
+    name: str
+    prompt: str
+    params: dict[str, Any]  # size, quality, output_format, background, moderation, n[, output_compression]
+    outputs: tuple[str, ...]
+    images: tuple[str, ...] = ()
+    mask: str | None = None
+    prompt_file: str | None = None
+    revision: int = 0
+    pinned: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Every file the target reads, in spec order: images, mask, prompt file."""
+        extra = tuple(p for p in (self.mask, self.prompt_file) if p)
+        return self.images + extra
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Provider choices from the command line and environment; they win over the manifest."""
+
+    provider: str | None = None
+    base_url: str | None = None
+
+    @classmethod
+    def from_env(cls, provider: str | None = None, base_url: str | None = None) -> Overrides:
+        return cls(
+            provider or os.environ.get("IMGBUILD_PROVIDER") or None,
+            base_url or os.environ.get("IMGBUILD_BASE_URL") or None,
+        )
+
+
+@dataclass
+class Resolved:
+    manifest: ManifestFile
+    targets: dict[str, Target]
+    settings: ProviderSettings
+    preset: Preset
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    name = path.name
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ManifestError(name, [Problem("", f"not found in {path.parent} (imgbuild init writes a starter)")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(name, [Problem("", f"invalid TOML: {exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(name, [Problem("", f"not UTF-8 text: {exc}")]) from None
+
+
+def _pydantic_problems(exc: Any, prefix: tuple[Any, ...] = ()) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in prefix + tuple(err["loc"]) if p != "[key]"]
+        where = ".".join(loc)
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        else:
+            message = err["msg"]
+            value = err.get("input")
+            if isinstance(value, (str, int, float, bool)) and err["type"] != "missing":
+                message = f"{value!r}: {message[0].lower()}{message[1:]}"
+        problems.append(Problem(where, message))
+    return problems
+
+
+def validate_shape(raw: dict[str, Any]) -> tuple[ManifestFile | None, dict[str, TargetTable], list[Problem]]:
+    """Pydantic's pass. Returns the model (None if its top level is broken), the targets that
+    validated, and the problems."""
+    from pydantic import ValidationError
+
+    try:
+        model = ManifestFile.model_validate(raw)
+        return model, dict(model.images), []
+    except ValidationError as exc:
+        problems = _pydantic_problems(exc)
+    # Salvage what validated, so the semantic pass can still report on the sound targets.
+    images = raw.get("images") if isinstance(raw.get("images"), dict) else {}
+    top = {k: v for k, v in raw.items() if k != "images"}
+    try:
+        model = ManifestFile.model_validate(top)
+    except ValidationError:
+        model = None
+    targets: dict[str, TargetTable] = {}
+    for name, table in images.items():
+        try:
+            targets[name] = TargetTable.model_validate(table)
+        except ValidationError:
+            pass
+    return model, targets, problems
+
+
+def resolve_settings(table: Any, overrides: Overrides, problems: list[Problem]) -> tuple[ProviderSettings, Preset]:
+    """The provider for this build: command line and environment win over the manifest."""
+    name = overrides.provider or table.name
+    if name not in PRESETS:
+        problems.append(Problem("provider.name", f"{name!r} is not a preset ({', '.join(PRESETS)})"))
+        name = "placeholder"
+    preset = PRESETS[name]
+    if table.base_url and table.name in ("openai", "aimlapi"):
+        # The key of a preset must never be sent where the manifest says (SPEC §7).
+        problems.append(Problem(
+            "provider.base_url",
+            f"the {table.name} preset takes its endpoint from the preset, IMGBUILD_BASE_URL or "
+            "--base-url, never from the manifest (use name = \"compatible\" for another server)",
+        ))
+    own_url = table.base_url if name == table.name == "compatible" else None
+    base_url = overrides.base_url or own_url
+    base_url = base_url or preset.base_url
+    if name == "compatible":
+        if not base_url:
+            problems.append(Problem("provider.base_url", "the compatible preset needs base_url (or --base-url)"))
+        if not table.api_key_env:
+            problems.append(Problem("provider.api_key_env", "the compatible preset needs api_key_env"))
+    api_key_env = None if name == "placeholder" else (table.api_key_env or preset.api_key_env)
+    model = table.model if (table.model and name == table.name) else preset.default_model
+    settings = ProviderSettings(
+        preset=name,
+        model=model or "gpt-image-2",
+        api_key_env=api_key_env,
+        base_url=base_url.rstrip("/") if base_url else None,
+        concurrency=table.concurrency,
+        timeout_s=float(table.timeout),
+        max_retries=table.max_retries,
+        prices={k: v for k, v in table.prices.model_dump().items() if v is not None},
+        confirm_above_usd=float(table.confirm_above),
+    )
+    return settings, preset
+
+
+class _Paths:
+    """Path confinement: relative to the root, and inside it after `..` and symlinks."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.real_root = os.path.realpath(root)
+        self._dirs: dict[str, bool] = {}
+
+    def confine(self, value: str) -> str | None:
+        """The normalised relative path, or None when it leaves the project."""
+        if not value or os.path.isabs(value):
+            return None
+        rel = os.path.normpath(value.replace("\\", "/"))
+        if rel == ".." or rel.startswith("../") or rel == ".":
+            return None
+        parent = os.path.dirname(rel)
+        if parent not in self._dirs:
+            real = os.path.realpath(os.path.join(self.root, parent))
+            self._dirs[parent] = real == self.real_root or real.startswith(self.real_root + os.sep)
+        if not self._dirs[parent]:
+            return None
+        full = os.path.join(self.root, rel)
+        if os.path.islink(full):
+            real = os.path.realpath(full)
+            if not real.startswith(self.real_root + os.sep):
+                return None
+        return rel
+
+
+def sniff_format(head: bytes) -> str | None:
+    """png, jpeg or webp by the file's first bytes, else None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def substitute(text: str, variables: dict[str, str], where: str, problems: list[Problem]) -> str:
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1) == "$":
+            return "$"
+        name = m.group(2)
+        if name not in variables:
+            problems.append(Problem(where, f"${{{name}}} is not defined in [vars]"))
+            return m.group(0)
+        return variables[name]
+
+    return _VAR.sub(repl, text) if "$" in text else text
+
+
+class _TargetResolver:
+    def __init__(self, model: ManifestFile, root: Path, caps: Capabilities, problems: list[Problem]) -> None:
+        self.model = model
+        self.root = root
+        self.caps = caps
+        self.problems = problems
+        self.paths = _Paths(root)
+        self.defaults = model.defaults.model_dump(exclude_none=True)
+        out_dir = self.paths.confine(model.out_dir)
+        if out_dir is None:
+            problems.append(Problem("out_dir", f"{model.out_dir} is outside the project folder"))
+        self.out_dir = out_dir or "build/images"
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(Problem(where, message))
+
+    def path(self, where: str, value: str) -> str | None:
+        rel = self.paths.confine(value)
+        if rel is None:
+            self.problem(where, f"{value} is outside the project folder (paths are relative to {self.root.name}/)")
+        return rel
+
+    def resolve(self, name: str, table: TargetTable) -> Target | None:
+        at = f"images.{name}"
+        before = len(self.problems)
+        given = table.model_dump(exclude_none=True)
+        merged = {**self.defaults, **given}
+
+        prompt = self._prompt(at, table)
+        fmt = self._format(at, merged, table)
+        output = table.output
+        if output is not None:
+            output = self.path(f"{at}.output", output)
+        else:
+            output = f"{self.out_dir}/{name}{FORMAT_EXTENSION.get(fmt, '.png')}"
+
+        params = {k: merged.get(k, v) for k, v in BUILTIN_DEFAULTS.items()}
+        params["output_format"] = fmt
+        self._check_params(at, params, given)
+        if fmt in ("jpeg", "webp"):
+            params["output_compression"] = merged.get("output_compression", DEFAULT_COMPRESSION)
+        elif "output_compression" in given:
+            self.problem(f"{at}.output_compression", f"only for jpeg and webp, not {fmt}")
+
+        images = tuple(filter(None, (self.path(f"{at}.images[{i}]", p) for i, p in enumerate(table.images or ()))))
+        mask = self.path(f"{at}.mask", table.mask) if table.mask is not None else None
+        if table.mask is not None and not table.images:
+            self.problem(f"{at}.mask", "a mask needs images (it applies to the first input)")
+        if len(images) > self.caps.max_images:
+            self.problem(f"{at}.images", f"{len(images)} inputs; at most {self.caps.max_images}")
+
+        extra = merged.get("extra", {})
+        for key in sorted(set(extra) & OWN_FIELDS):
+            self.problem(f"{at}.extra.{key}", "imgbuild sets this field itself; use the target's own field")
+
+        if len(self.problems) > before or prompt is None or output is None:
+            return None
+        n = params["n"]
+        outputs = (output,) if n == 1 else tuple(_numbered(output, i) for i in range(1, n + 1))
+        return Target(
+            name=name, prompt=prompt, params=params, outputs=outputs, images=images, mask=mask,
+            prompt_file=self.paths.confine(table.prompt_file) if table.prompt_file else None,
+            revision=merged.get("revision", 0), pinned=merged.get("pinned", False), extra=extra,
+        )
+
+    def _prompt(self, at: str, table: TargetTable) -> str | None:
+        if (table.prompt is None) == (table.prompt_file is None):
+            self.problem(at, "give exactly one of prompt and prompt_file")
+            return None
+        if table.prompt is not None:
+            where, text = f"{at}.prompt", table.prompt
+        else:
+            where = f"{at}.prompt_file"
+            rel = self.path(where, table.prompt_file or "")
+            if rel is None:
+                return None
+            try:
+                text = (self.root / rel).read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                self.problem(where, f"{rel} does not exist")
+                return None
+            except (OSError, UnicodeDecodeError) as exc:
+                self.problem(where, f"{rel} cannot be read as UTF-8 text: {exc}")
+                return None
+        text = substitute(text, self.model.vars, where, self.problems)
+        if not text.strip():
+            self.problem(where, "the prompt is empty")
+        elif len(text) > self.caps.max_prompt_chars:
+            self.problem(where, f"the prompt has {len(text):,} characters; at most {self.caps.max_prompt_chars:,}")
+        return text
+
+    def _format(self, at: str, merged: dict[str, Any], table: TargetTable) -> str:
+        fmt = merged.get("output_format")
+        if table.output is None:
+            return fmt or "png"
+        ext = os.path.splitext(table.output)[1].lower()
+        by_ext = EXTENSIONS.get(ext)
+        if by_ext is None:
+            self.problem(f"{at}.output", f"{table.output}: the extension must be .png, .jpg, .jpeg or .webp")
+            return fmt or "png"
+        if fmt and fmt != by_ext:
+            self.problem(f"{at}.output_format", f"{fmt} contradicts the output's extension {ext}")
+        return fmt or by_ext
+
+    def _check_params(self, at: str, params: dict[str, Any], given: dict[str, Any]) -> None:
+        def where(key: str) -> str:
+            return f"{at}.{key}" if key in given else f"defaults.{key}" if key in self.defaults else at
+
+        reason = self.caps.check_size(params["size"])
+        if reason:
+            self.problem(where("size"), reason)
+        if params["quality"] not in self.caps.qualities:
+            self.problem(where("quality"), f"{params['quality']} is not one of {', '.join(self.caps.qualities)}")
+        if params["output_format"] not in self.caps.formats:
+            self.problem(where("output_format"), f"{params['output_format']} is not supported")
+        if params["n"] > self.caps.max_n:
+            self.problem(where("n"), f"at most {self.caps.max_n}")
+        if params["background"] == "transparent" and params["output_format"] not in self.caps.transparent_formats:
+            self.problem(
+                where("background"),
+                f"transparent needs {' or '.join(self.caps.transparent_formats)}, not {params['output_format']}",
+            )
+
+
+def _numbered(path: str, i: int) -> str:
+    stem, ext = os.path.splitext(path)
+    return f"{stem}-{i}{ext}"
+
+
+def check_files(root: Path, targets: dict[str, Target], producers: dict[str, str], problems: list[Problem]) -> None:
+    """Inputs exist (or a target makes them) and are images by their bytes; masks fit; outputs unique."""
+    for name, target in targets.items():
+        at = f"images.{name}"
+        for i, rel in enumerate(target.images):
+            _check_image(root, rel, f"{at}.images[{i}]", producers, problems)
+        if target.mask:
+            _check_mask(root, targets, target, producers, problems)
+
+
+def _check_image(root: Path, rel: str, where: str, producers: dict[str, str], problems: list[Problem]) -> str | None:
+    if rel in producers:
+        return None
+    path = root / rel
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        problems.append(Problem(where, f"{rel} does not exist and no target makes it"))
+        return None
+    except OSError as exc:
+        problems.append(Problem(where, f"{rel} cannot be read: {exc.strerror}"))
+        return None
+    fmt = sniff_format(head)
+    if fmt is None:
+        problems.append(Problem(where, f"{rel} is not a PNG, JPEG or WEBP image (by its bytes)"))
+    return fmt
+
+
+def _check_mask(
+    root: Path, targets: dict[str, Target], target: Target, producers: dict[str, str], problems: list[Problem]
+) -> None:
+    where = f"images.{target.name}.mask"
+    rel = target.mask or ""
+    fmt = _check_image(root, rel, where, producers, problems)
+    if rel in producers:
+        return
+    if fmt is not None and fmt != "png":
+        problems.append(Problem(where, f"{rel} is {fmt}; a mask must be a PNG with an alpha channel"))
+        return
+    if fmt is None:
+        return
+    from .images import image_info
+
+    info = image_info(root / rel)
+    if not info.has_alpha:
+        problems.append(Problem(where, f"{rel} has no alpha channel (transparent pixels mark where to edit)"))
+    if (root / rel).stat().st_size > 4 * 1024 * 1024:
+        problems.append(Problem(where, f"{rel} is over 4 MB"))
+    first = target.images[0]
+    if first in producers:
+        wh = parse_size(targets[producers[first]].params["size"]) if producers[first] in targets else None
+    else:
+        wh = image_info(root / first).size if (root / first).exists() else None
+    if wh and wh != info.size:
+        problems.append(Problem(
+            where, f"{rel} is {info.size[0]}x{info.size[1]} but the first input {first} is {wh[0]}x{wh[1]}"
+        ))
+
+
+def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Overrides) -> Resolved:
+    """Validate and resolve a parsed manifest completely; raise ManifestError with every problem."""
+    from .graph import find_cycles, producers_of
+
+    model, tables, problems = validate_shape(raw)
+    if model is None:
+        model = ManifestFile()
+    settings, preset = resolve_settings(model.provider, overrides, problems)
+    resolver = _TargetResolver(model, root, preset.capabilities, problems)
+    targets: dict[str, Target] = {}
+    for name, table in tables.items():
+        target = resolver.resolve(name, table)
+        if target is not None:
+            targets[name] = target
+    producers, clashes = producers_of(targets)
+    problems.extend(clashes)
+    check_files(root, targets, producers, problems)
+    problems.extend(find_cycles(targets, producers))
+    if problems:
+        raise ManifestError(manifest_name, problems)
+    return Resolved(model, targets, settings, preset)

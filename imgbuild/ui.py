@@ -1,0 +1,172 @@
+"""What the user sees: plain lines off a terminal, a live view on one, JSON lines with --json.
+
+All three render the same events and the same :class:`~imgbuild.plan.Decision` data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .executor import Summary
+    from .plan import Decision
+
+STATE_WIDTH = 9
+
+
+def _money(usd: float) -> str:
+    return f"${usd:.2f}" if usd >= 0.01 or usd == 0 else f"${usd:.4f}"
+
+
+def decision_line(d: Decision, *, cost: bool = False) -> str:
+    line = f"{d.name}  {d.state}"
+    if d.reason:
+        line += f"  {d.reason}"
+    if cost and d.estimate_usd:
+        line += f"  (~{_money(d.estimate_usd)})"
+    return line
+
+
+def summary_line(s: Summary) -> str:
+    if not (s.built or s.restored or s.failed or s.skipped):
+        head = f"nothing to do: {s.up_to_date} target(s) up to date"
+    else:
+        parts = [f"{s.built} built", f"{s.restored} restored"]
+        if s.failed:
+            parts.append(f"{s.failed} failed")
+        if s.skipped:
+            parts.append(f"{s.skipped} skipped")
+        parts.append(f"{s.up_to_date} up to date")
+        head = ", ".join(parts)
+    tail = f"; {s.requests} request(s)"
+    if s.retries:
+        tail += f" ({s.retries} retries)"
+    tail += f", {_money(s.cost_usd)}"
+    if s.interrupted:
+        tail += "; interrupted"
+    return head + tail
+
+
+class Reporter:
+    """Plain lines: one per event, for logs and pipes."""
+
+    def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None, quiet: bool = False) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.quiet = quiet
+        self._lock = threading.Lock()
+
+    def _print(self, line: str, *, stream: IO[str] | None = None) -> None:
+        with self._lock:
+            print(line, file=stream or self.out, flush=True)
+
+    def event(self, kind: str, name: str, detail: str = "", **fields: Any) -> None:
+        if self.quiet and kind not in ("failed",):
+            return
+        line = f"{kind:<{STATE_WIDTH}} {name}"
+        if kind == "failed":
+            self._print(f"{kind:<{STATE_WIDTH}} {detail}", stream=self.err)
+            return
+        extras = []
+        if detail:
+            extras.append(detail)
+        if fields.get("seconds") is not None:
+            extras.append(f"{fields['seconds']:.1f}s")
+        if fields.get("cost_usd"):
+            extras.append(_money(fields["cost_usd"]))
+        if extras:
+            line += "  (" + ", ".join(extras) + ")"
+        self._print(line)
+
+    def warn(self, message: str) -> None:
+        self._print(f"warning: {message}", stream=self.err)
+
+    def plan(self, decisions: list[Decision], total_usd: float, *, dry_run: bool) -> None:
+        if not dry_run:
+            return
+        for d in decisions:
+            self._print(decision_line(d, cost=True))
+        todo = sum(1 for d in decisions if d.action in ("request", "wait"))
+        self._print(f"plan: {todo} request(s) at most, estimated {_money(total_usd)}; nothing was done (-n)")
+
+    def summary(self, s: Summary) -> None:
+        self._print(summary_line(s))
+
+    def close(self) -> None:
+        pass
+
+
+class JsonReporter(Reporter):
+    """--json: one JSON object per line on stdout; the last is the summary."""
+
+    def _emit(self, obj: dict[str, Any]) -> None:
+        with self._lock:
+            self.out.write(json.dumps(obj, sort_keys=True) + "\n")
+            self.out.flush()
+
+    def event(self, kind: str, name: str, detail: str = "", **fields: Any) -> None:
+        self._emit({"event": kind, "target": name, "detail": detail,
+                    **{k: v for k, v in fields.items() if v is not None}})
+
+    def warn(self, message: str) -> None:
+        self._emit({"event": "warning", "message": message})
+
+    def plan(self, decisions: list[Decision], total_usd: float, *, dry_run: bool) -> None:
+        for d in decisions:
+            self._emit({"event": "plan", **d.to_json()})
+        self._emit({"event": "estimate", "estimate_usd": round(total_usd, 6), "dry_run": dry_run})
+
+    def summary(self, s: Summary) -> None:
+        self._emit({"event": "summary", **s.to_json()})
+
+
+class LiveReporter(Reporter):
+    """On a terminal: finished targets scroll by; targets in flight stay at the bottom with their
+    elapsed time (a request takes 30-120 s)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(file=self.out, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+        self.in_flight: dict[str, float] = {}
+        self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=4,
+                         transient=True, redirect_stdout=False, redirect_stderr=False)
+        self.live.start()
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        now = time.monotonic()
+        lines = [f"  {name}  {now - t0:5.0f}s" for name, t0 in sorted(self.in_flight.items(), key=lambda x: x[1])]
+        if lines:
+            lines.insert(0, f"in flight: {len(lines)}")
+        return Text("\n".join(lines), style="dim")
+
+    def _print(self, line: str, *, stream: IO[str] | None = None) -> None:
+        style = "red" if line.startswith("failed") else "yellow" if line.startswith("warning") else None
+        self.console.print(line, style=style, markup=False, highlight=False)
+
+    def event(self, kind: str, name: str, detail: str = "", **fields: Any) -> None:
+        if kind == "started":
+            self.in_flight[name] = time.monotonic()
+            return
+        self.in_flight.pop(name, None)
+        super().event(kind, name, detail, **fields)
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def make_reporter(*, json_lines: bool, quiet: bool) -> Reporter:
+    if json_lines:
+        return JsonReporter()
+    if sys.stdout.isatty() and not quiet and os.environ.get("TERM") != "dumb":
+        return LiveReporter()
+    return Reporter(quiet=quiet)

@@ -1,0 +1,115 @@
+"""Fixtures that start real things: a project in a temporary folder, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.splitlines() if line.startswith("{")]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        found = [e for e in self.events if e.get("event") == "summary"]
+        assert found, f"no summary in output:\n{self.out}\n{self.err}"
+        return found[-1]
+
+    @property
+    def requests(self) -> int:
+        return int(self.summary["requests"])
+
+
+def png(path: Path, size: tuple[int, int] = (64, 64), color: tuple[int, ...] = (200, 40, 40, 255),
+        mode: str = "RGBA") -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color[: len(mode)]).save(path)
+    return path
+
+
+class Project:
+    """A project folder with its own cache; `run` invokes the CLI as a user does."""
+
+    def __init__(self, root: Path, cache: Path) -> None:
+        self.root = root
+        self.cache = cache
+        self.env = {**os.environ, "IMGBUILD_CACHE_DIR": str(cache), "NO_COLOR": "1"}
+        for key in ("IMGBUILD_PROVIDER", "IMGBUILD_BASE_URL", "IMGBUILD_PLACEHOLDER_DELAY"):
+            self.env.pop(key, None)
+
+    def write(self, rel: str, text: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        return path
+
+    def manifest(self, text: str) -> Path:
+        return self.write("images.toml", text)
+
+    def png(self, rel: str, **kw: Any) -> Path:
+        return png(self.root / rel, **kw)
+
+    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Result:
+        proc = subprocess.run(
+            [sys.executable, "-m", "imgbuild", "-C", str(self.root), *args],
+            capture_output=True, text=True, timeout=timeout, env={**self.env, **(env or {})},
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def build(self, *args: str, **kw: Any) -> Result:
+        result = self.run("build", "--json", *args, **kw)
+        return result
+
+    def read(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+    def lock(self) -> dict[str, Any]:
+        import tomllib
+
+        return tomllib.loads((self.root / "images.lock").read_text())
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of every file outside .imgbuild/, to prove nothing was touched."""
+        out = {}
+        for p in sorted(self.root.rglob("*")):
+            if p.is_file() and ".imgbuild" not in p.parts:
+                st = p.stat()
+                out[str(p.relative_to(self.root))] = (st.st_size, st.st_mtime_ns)
+        return out
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    root = tmp_path / "proj"
+    root.mkdir()
+    return Project(root, tmp_path / "cache")
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> Callable[[str], Project]:
+    def make(name: str, cache: str = "cache") -> Project:
+        root = tmp_path / name
+        root.mkdir(parents=True, exist_ok=True)
+        return Project(root, tmp_path / cache)
+
+    return make
