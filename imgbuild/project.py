@@ -113,6 +113,17 @@ class Project:
         confirm: Callable[[Plan], bool] | None = None,
     ) -> Summary:
         """Bring the selected targets up to date. Returns the summary; raises ImgbuildError."""
+        return asyncio.run(self.abuild(names, options, reporter, confirm=confirm))
+
+    async def abuild(
+        self,
+        names: Sequence[str] = (),
+        options: BuildOptions | None = None,
+        reporter: Reporter | None = None,
+        *,
+        confirm: Callable[[Plan], bool] | None = None,
+    ) -> Summary:
+        """:meth:`build` for callers that already run an event loop (watch mode)."""
         options = options or BuildOptions()
         reporter = reporter or Reporter()
         plan = self.plan(names, force=options.force)
@@ -130,7 +141,7 @@ class Project:
                 self._open_provider_check()
             self.cache.register_project(self.root)
             executor = Executor(self, plan.planner, plan.order, reporter, options, self._open_provider)
-            return asyncio.run(executor.run())
+            return await executor.run()
 
     def _open_provider_check(self) -> None:
         from .providers import open_provider

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError, Problem
-from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, ManifestFile, TargetTable
+from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN, ManifestFile, TargetTable
 from .providers import PRESETS, Preset
 from .providers.base import Capabilities, ProviderSettings
 from .providers.rules import parse_size
@@ -27,6 +27,7 @@ OWN_FIELDS = frozenset(
      "output_compression", "n", "image", "image[]", "images", "mask"}
 )
 _VAR = re.compile(r"\$(\$|\{([^}]*)\})")
+_NAME = re.compile(TARGET_NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -104,29 +105,42 @@ def _pydantic_problems(exc: Any, prefix: tuple[Any, ...] = ()) -> list[Problem]:
 
 
 def validate_shape(raw: dict[str, Any]) -> tuple[ManifestFile | None, dict[str, TargetTable], list[Problem]]:
-    """Pydantic's pass. Returns the model (None if its top level is broken), the targets that
-    validated, and the problems."""
+    """Pydantic's pass. Returns the model, the targets that validated, and the problems."""
     from pydantic import ValidationError
 
     try:
         model = ManifestFile.model_validate(raw)
         return model, dict(model.images), []
-    except ValidationError as exc:
-        problems = _pydantic_problems(exc)
-    # Salvage what validated, so the semantic pass can still report on the sound targets.
-    images = raw.get("images") if isinstance(raw.get("images"), dict) else {}
-    top = {k: v for k, v in raw.items() if k != "images"}
-    try:
-        model = ManifestFile.model_validate(top)
     except ValidationError:
-        model = None
+        pass
+    # Something is wrong: validate part by part, so that one mistake does not hide the others and
+    # the semantic pass can still report on every sound part.
+    problems: list[Problem] = []
+    fields = ManifestFile.model_fields
+    parts: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            problems.append(Problem(key, "unknown field"))
+        elif key != "images":
+            try:
+                parts[key] = ManifestFile.model_validate({key: value}).__dict__[key]
+            except ValidationError as exc:
+                problems.extend(_pydantic_problems(exc))
+    images = raw.get("images", {})
     targets: dict[str, TargetTable] = {}
+    if not isinstance(images, dict):
+        problems.append(Problem("images", "must be a table of targets: [images.NAME]"))
+        images = {}
     for name, table in images.items():
+        if not _NAME.match(name):
+            problems.append(Problem(f"images.{name}", f"{name!r} is not a valid target name "
+                                    "(letters, digits, '.', '_' and '-', starting with a letter or digit)"))
+            continue
         try:
             targets[name] = TargetTable.model_validate(table)
-        except ValidationError:
-            pass
-    return model, targets, problems
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(exc, ("images", name)))
+    return ManifestFile.model_construct(**parts), targets, problems
 
 
 def resolve_settings(table: Any, overrides: Overrides, problems: list[Problem]) -> tuple[ProviderSettings, Preset]:
