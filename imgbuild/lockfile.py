@@ -3,6 +3,7 @@ sorted, targets in name order), rewritten atomically after every target that com
 
 Parsing a large TOML file is slow in pure Python, so a machine-local JSON copy keyed by the lock's
 own sha256 sits in ``.imgbuild/``: the no-op path reads that instead (ninja's compact log idea).
+Only a build writes it: status and check write nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Lock:
         self.targets: dict[str, dict[str, Any]] = targets or {}
         self._fragments: dict[str, tuple[dict[str, Any], str]] = {}
         self._saved_digest: str | None = None
+        self._json_digest: str | None = None  # the lock digest the JSON copy in state_dir matches
 
     @classmethod
     def load(cls, path: Path, state_dir: Path) -> Lock:
@@ -39,7 +41,7 @@ class Lock:
         cached = _read_json_copy(state_dir, digest)
         if cached is not None:
             lock = cls(path, state_dir, cached)
-            lock._saved_digest = digest
+            lock._saved_digest = lock._json_digest = digest
             return lock
         try:
             parsed = tomllib.loads(data.decode("utf-8"))
@@ -59,7 +61,6 @@ class Lock:
             raise StateFileError(f"{path.name}: [targets] is not a table; delete the lock to start over")
         lock = cls(path, state_dir, targets)
         lock._saved_digest = digest
-        lock._write_json_copy(digest)
         return lock
 
     def get(self, name: str) -> dict[str, Any] | None:
@@ -95,18 +96,19 @@ class Lock:
         """Write the lock if it changed; returns whether it did."""
         data = self.dumps()
         digest = hashlib.sha256(data).hexdigest()
-        if digest == self._saved_digest:
-            return False
-        atomic_write(self.path, data)
-        self._saved_digest = digest
-        if json_copy:
+        wrote = digest != self._saved_digest
+        if wrote:
+            atomic_write(self.path, data)
+            self._saved_digest = digest
+        if json_copy and digest != self._json_digest and self.targets:
             self._write_json_copy(digest)
-        return True
+        return wrote
 
     def _write_json_copy(self, digest: str) -> None:
         try:
             payload = {"version": LOCK_VERSION, "sha256": digest, "targets": self.targets}
             atomic_write(self.state_dir / "lock.json", json.dumps(payload).encode(), durable=False)
+            self._json_digest = digest
         except OSError:
             pass  # only a speed-up
 
