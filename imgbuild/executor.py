@@ -8,6 +8,7 @@ loses nothing that was paid for: the next build restores it from the cache.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import os
 import shutil
 import signal
@@ -115,34 +116,84 @@ class Executor:
         self.summary = Summary()
         self.stopping = False
         self.fatal: ProviderError | None = None
-        self._done: dict[str, asyncio.Future[bool]] = {}
         self._requests: set[asyncio.Task[Any]] = set()
         self._sigints = 0
         self._in_flight_usd = 0.0
-        jobs = options.jobs or project.settings.concurrency
-        self._slots = asyncio.Semaphore(max(1, jobs))
+        self.jobs = max(1, options.jobs or project.settings.concurrency)
         self.lock_writer = LockWriter(project)
 
     # -- the run --------------------------------------------------------------------------------
 
     async def run(self) -> Summary:
+        """Start targets in build order as their dependencies finish, at most ``jobs`` requests
+        at once. Like ninja, one scheduler loop decides what starts next, so the order is the same
+        on every run: after a request lands, its dependents start before unrelated targets."""
         loop = asyncio.get_running_loop()
         handled = _install_sigint(loop, self._on_sigint)
+        index = {name: i for i, name in enumerate(self.order)}
+        deps = {name: [d for d in self.project.deps[name] if d in index] for name in self.order}
+        waiting = {name: len(ds) for name, ds in deps.items()}
+        users: dict[str, list[str]] = {name: [] for name in self.order}
+        for name, ds in deps.items():
+            for d in ds:
+                users[d].append(name)
+        ready = [(index[n], n) for n, count in waiting.items() if count == 0]
+        heapq.heapify(ready)
+        results: dict[str, bool] = {}
+        running: dict[asyncio.Task[bool], str] = {}
+
+        def complete(name: str, ok: bool) -> None:
+            results[name] = ok
+            for user in users[name]:
+                waiting[user] -= 1
+                if waiting[user] == 0:
+                    heapq.heappush(ready, (index[user], user))
+
         try:
-            self._done = {name: loop.create_future() for name in self.order}
-            tasks = [asyncio.create_task(self._target(name)) for name in self.order]
-            try:
-                await asyncio.gather(*tasks, return_exceptions=False)
-            except asyncio.CancelledError:
-                self.summary.interrupted = True
+            while ready or running:
+                while ready and len(running) < self.jobs:
+                    _, name = heapq.heappop(ready)
+                    failed_deps = [d for d in deps[name] if not results[d]]
+                    if failed_deps:
+                        self._skip(name, f"depends on {', '.join(failed_deps)}, which was not built")
+                        complete(name, False)
+                        continue
+                    try:
+                        outcome = await self._start(name)
+                    except Exception as exc:  # an OS error in one target must not lose the others
+                        self._fail(name, exc)
+                        outcome = False
+                    if isinstance(outcome, asyncio.Task):
+                        running[outcome] = name
+                        self._requests.add(outcome)
+                    else:
+                        complete(name, outcome)
+                if running:
+                    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        name = running.pop(task)
+                        self._requests.discard(task)
+                        complete(name, self._outcome(name, task))
+        finally:
             await self.lock_writer.flush()
             await asyncio.to_thread(self.project.stats.save)
             if self._provider is not None:
                 await self._provider.aclose()
-        finally:
             if handled:
                 loop.remove_signal_handler(signal.SIGINT)
         return self.summary
+
+    def _outcome(self, name: str, task: asyncio.Task[bool]) -> bool:
+        decision = self.planner.decisions[name]
+        self._in_flight_usd -= decision.estimate_usd
+        if task.cancelled():
+            self._skip(name, "abandoned (interrupted)")
+            return False
+        exc = task.exception()
+        if exc is not None:
+            self._fail(name, exc)
+            return False
+        return task.result()
 
     def _on_sigint(self) -> None:
         self._sigints += 1
@@ -159,27 +210,9 @@ class Executor:
             for task in list(self._requests):
                 task.cancel()
 
-    async def _target(self, name: str) -> None:
-        ok = False
-        try:
-            ok = await self._run_target(name)
-        except asyncio.CancelledError:
-            self._skip(name, "interrupted")
-        except Exception as exc:  # a bug or an OS error in one target must not lose the others
-            self._fail(name, exc)
-        finally:
-            fut = self._done[name]
-            if not fut.done():
-                fut.set_result(ok)
-
-    async def _run_target(self, name: str) -> bool:
-        deps = self.project.deps[name]
-        if deps:
-            results = await asyncio.gather(*(self._done[d] for d in deps if d in self._done))
-            if not all(results):
-                failed = [d for d, r in zip(deps, results) if not r]
-                self._skip(name, f"depends on {', '.join(failed)}, which was not built")
-                return False
+    async def _start(self, name: str) -> bool | asyncio.Task[bool]:
+        """Act on a target whose dependencies are done: True/False when finished here and now,
+        or the task of the request it started."""
         decision = self.planner.decisions.get(name)
         if decision is None or decision.action is Action.WAIT:
             decision = self.planner.decide(name)
@@ -203,7 +236,23 @@ class Executor:
             self.reporter.event("restored", name, decision.reason, state=str(decision.state))
             self._finished(decision)
             return True
-        return await self._request(decision)
+        limit = self.options.max_cost_usd
+        if limit is not None and self.summary.cost_usd + self._in_flight_usd + decision.estimate_usd > limit:
+            self._skip(name, f"not started: it could take spending past --max-cost ${limit:.2f}")
+            return False
+        try:
+            request = self._make_request(decision)
+            provider = self._provider_now()
+        except ProviderError as exc:
+            self._request_failed(name, exc)
+            return False
+        except ValueError as exc:
+            self._fail(name, exc)
+            return False
+        self._in_flight_usd += decision.estimate_usd
+        self.reporter.event("started", name, decision.reason, state=str(decision.state),
+                            estimate_usd=decision.estimate_usd or None)
+        return asyncio.create_task(self._call(provider, request, decision))
 
     def _finished(self, decision: Decision) -> None:
         self.planner.decisions[decision.name] = Decision(
@@ -246,39 +295,6 @@ class Executor:
         if self._provider is None:
             self._provider = self._open_provider()
         return self._provider
-
-    async def _request(self, decision: Decision) -> bool:
-        name = decision.name
-        async with self._slots:
-            if self.stopping:
-                self._skip(name, "not started (the build is stopping)")
-                return False
-            limit = self.options.max_cost_usd
-            if limit is not None and self.summary.cost_usd + self._in_flight_usd + decision.estimate_usd > limit:
-                self._skip(name, f"not started: it could take spending past --max-cost ${limit:.2f}")
-                return False
-            try:
-                request = self._make_request(decision)
-                provider = self._provider_now()
-            except ProviderError as exc:
-                self._request_failed(name, exc)
-                return False
-            except ValueError as exc:
-                self._fail(name, exc)
-                return False
-            self._in_flight_usd += decision.estimate_usd
-            self.reporter.event("started", name, decision.reason, state=str(decision.state),
-                                estimate_usd=decision.estimate_usd)
-            task = asyncio.create_task(self._call(provider, request, decision))
-            self._requests.add(task)
-            try:
-                return await task
-            except asyncio.CancelledError:
-                self._skip(name, "abandoned")
-                return False
-            finally:
-                self._requests.discard(task)
-                self._in_flight_usd -= decision.estimate_usd
 
     def _make_request(self, decision: Decision) -> ImageRequest:
         target = self.project.targets[decision.name]
