@@ -1,0 +1,38 @@
+"""SPEC §8: the library offers what the commands use."""
+
+from __future__ import annotations
+
+import imgbuild
+from conftest import Project
+
+
+def test_public_api_is_a_deliberate_list() -> None:
+    assert imgbuild.__all__ == [
+        "Action", "BuildOptions", "Decision", "ImgbuildError", "LocalCache", "ManifestError", "Plan",
+        "Project", "ProviderError", "Spec", "State", "Summary", "Target", "UsageError", "json_schema",
+        "load_project",
+    ]
+    for name in imgbuild.__all__:
+        assert getattr(imgbuild, name) is not None
+
+
+def test_a_build_script_can_load_plan_and_build(project: Project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    project.manifest('[provider]\nname = "placeholder"\n[images.logo]\nprompt = "a logo"\n')
+    monkeypatch.setenv("IMGBUILD_CACHE_DIR", str(project.cache))
+    p = imgbuild.load_project(project.root)
+    assert [d.state for d in p.status()] == [imgbuild.State.NEW]
+    summary = p.build(options=imgbuild.BuildOptions(jobs=1))
+    assert summary.built == 1 and summary.requests == 1
+    again = imgbuild.load_project(project.root)
+    assert again.plan().decisions[0].state is imgbuild.State.OK
+    assert (project.root / "build/images/logo.png").exists()
+
+
+def test_manifest_errors_carry_every_problem(project: Project) -> None:
+    project.manifest('[images.a]\nprompt = "x"\nsize = "5x5"\n[images.b]\n')
+    try:
+        imgbuild.load_project(project.root)
+    except imgbuild.ManifestError as exc:
+        assert [p.where for p in exc.problems] == ["images.a.size", "images.b"]
+    else:
+        raise AssertionError("no ManifestError")
