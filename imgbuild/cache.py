@@ -187,5 +187,9 @@ class LocalCache:
             for entry in shard.iterdir():
                 if self.get_run(shard.name + entry.stem) is None:
                     entry.unlink()
-        shutil.rmtree(self.root / "tmp", ignore_errors=True)
+        # Staging folders a killed build left behind; a day old, so never a running build's.
+        tmp = self.root / "tmp"
+        for stage in tmp.iterdir() if tmp.is_dir() else ():
+            if stage.stat().st_mtime < time.time() - 86400:
+                shutil.rmtree(stage, ignore_errors=True)
         return removed, freed

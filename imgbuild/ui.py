@@ -156,8 +156,10 @@ class LiveReporter(Reporter):
     def event(self, kind: str, name: str, detail: str = "", **fields: Any) -> None:
         if kind == "started":
             self.in_flight[name] = time.monotonic()
+            self.live.refresh()
             return
         self.in_flight.pop(name, None)
+        self.live.refresh()  # else the line prints above a stale view of what is in flight
         super().event(kind, name, detail, **fields)
 
     def close(self) -> None:
