@@ -104,6 +104,12 @@ class Lock:
             self._write_json_copy(digest)
         return wrote
 
+    def save_json_copy(self) -> None:
+        """Write the JSON copy if the lock on disk is newer than it."""
+        if self._saved_digest is not None and self._saved_digest != self._json_digest and self.targets:
+            self.state_dir.mkdir(exist_ok=True)
+            self._write_json_copy(self._saved_digest)
+
     def _write_json_copy(self, digest: str) -> None:
         try:
             payload = {"version": LOCK_VERSION, "sha256": digest, "targets": self.targets}

@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import difflib
 import os
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import LocalCache
+from .cache import LocalCache, RunRecord
 from .errors import ManifestError, ProjectBusy, UsageError
 from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry, utc_now
 from .graph import closure, dependencies, producers_of, topological_order
 from .lockfile import Lock
 from .plan import Action, Decision, Planner
 from .providers.base import ProviderSettings
-from .resolve import Overrides, Resolved, Target, read_manifest, resolve
+from .resolve import Overrides, Resolved, Target, parse_manifest, read_manifest, resolve
 from .statcache import StatCache
 from .ui import Reporter
 
@@ -54,6 +55,7 @@ class Project:
         self.state_dir = root / STATE_DIR
         self.lock = Lock.load(manifest_path.with_suffix(".lock"), self.state_dir)
         self.stats = StatCache(root, self.state_dir / "stat.json")
+        self._resolved_key = ""
 
     @classmethod
     def load(
@@ -66,12 +68,20 @@ class Project:
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> Project:
         """Read and validate a project's manifest. Raises ManifestError with every problem."""
-        root_path = Path(root).absolute()
-        manifest_path = root_path / manifest
-        raw = read_manifest(manifest_path)
-        resolved = resolve(raw, manifest_path.parent, manifest_path.name, Overrides.from_env(provider, base_url))
+        from . import resolvecache
+
+        manifest_path = Path(root).absolute() / manifest
+        root_path = manifest_path.parent
+        data = read_manifest(manifest_path)
+        overrides = Overrides.from_env(provider, base_url)
+        key = resolvecache.key_of(data, overrides)
+        resolved = resolvecache.load(root_path / STATE_DIR, key, root_path)
+        if resolved is None:
+            resolved = resolve(parse_manifest(data, manifest_path.name), root_path, manifest_path.name, overrides)
         cache = LocalCache(Path(cache_dir) if cache_dir else None)
-        return cls(manifest_path.parent, manifest_path, resolved, cache)
+        project = cls(root_path, manifest_path, resolved, cache)
+        project._resolved_key = key
+        return project
 
     # -- selection and planning ----------------------------------------------------------------
 
@@ -129,6 +139,7 @@ class Project:
         plan = self.plan(names, force=options.force)
         check_budget(plan.decisions, options.max_cost_usd)
         if not plan.has_work:
+            self._save_copies()
             return Summary(up_to_date=len(plan.decisions))
         if confirm is not None and not confirm(plan):
             raise UsageError("build cancelled")
@@ -140,8 +151,19 @@ class Project:
             if plan.estimate_usd and any(d.action is Action.REQUEST for d in plan.decisions):
                 self._open_provider_check()
             self.cache.register_project(self.root)
+            self._save_copies()
             executor = Executor(self, plan.planner, plan.order, reporter, options, self._open_provider)
             return await executor.run()
+
+    def _save_copies(self) -> None:
+        """Keep machine-local copies of what this run had to parse, so the next one need not."""
+        if self.resolved.manifest is not None:
+            from . import resolvecache
+
+            self.state_dir.mkdir(exist_ok=True)
+            resolvecache.save(self.state_dir, self._resolved_key, self.resolved, self.root)
+            self.resolved.manifest = None
+        self.lock.save_json_copy()
 
     def _open_provider_check(self) -> None:
         from .providers import open_provider
@@ -187,46 +209,41 @@ class Project:
         return removed
 
     def accept(self, names: Sequence[str]) -> list[str]:
-        """Record the outputs now on disk as the named targets' outputs for their current spec."""
+        """Record the outputs now on disk as the named targets' outputs for their current spec.
+        The files go into the cache too, so that clean + build brings them back."""
         if not names:
             raise UsageError("accept needs the names of the targets whose outputs to adopt")
         self.select(names)
-        plan = self.plan()
-        by_name = {d.name: d for d in plan.decisions}
-        accepted = []
+        by_name = {d.name: d for d in self.plan().decisions}
         with self._run_lock(Reporter()):
             for name in names:
-                d = by_name[name]
-                target = self.targets[name]
-                if d.spec is None:
-                    raise UsageError(f"{name}: an input comes from a target that must be built first; build it, then accept")
-                missing = [o for o in target.outputs if not (self.root / o).exists()]
-                if missing:
-                    raise UsageError(f"{name}: {missing[0]} does not exist; nothing to accept")
-                outputs = []
-                staging = self.cache.staging_dir()
-                try:
-                    for rel in target.outputs:
-                        copy = staging / Path(rel).name
-                        import shutil
-
-                        shutil.copyfile(self.root / rel, copy)
-                        info = self.cache.put_file(copy)
-                        self.stats.record(rel, info.sha256)
-                        outputs.append((rel, info))
-                finally:
-                    import shutil
-
-                    shutil.rmtree(staging, ignore_errors=True)
-                from .cache import RunRecord
-
-                record = RunRecord([o for _, o in outputs], "accepted", None, utc_now())
-                self.cache.put_run(d.spec.digest, record)
-                self.lock.set(name, lock_entry(d, outputs, "accepted", None, record.built_at))
-                accepted.append(name)
+                self._accept_one(by_name[name])
             self.lock.save()
             self.stats.save()
-        return accepted
+        return list(names)
+
+    def _accept_one(self, decision: Decision) -> None:
+        name = decision.name
+        if decision.spec is None:
+            raise UsageError(f"{name}: an input comes from a target that must be built first; build it, then accept")
+        target = self.targets[name]
+        missing = [o for o in target.outputs if not (self.root / o).exists()]
+        if missing:
+            raise UsageError(f"{name}: {missing[0]} does not exist; nothing to accept")
+        outputs = []
+        staging = self.cache.staging_dir()
+        try:
+            for i, rel in enumerate(target.outputs):
+                copy = staging / str(i)
+                shutil.copyfile(self.root / rel, copy)  # the cache takes the copy; the file stays
+                info = self.cache.put_file(copy)
+                self.stats.record(rel, info.sha256)
+                outputs.append((rel, info))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        record = RunRecord([o for _, o in outputs], "accepted", None, utc_now())
+        self.cache.put_run(decision.spec.digest, record)
+        self.lock.set(name, lock_entry(decision, outputs, "accepted", None, record.built_at))
 
 
 class _Held:

@@ -69,19 +69,24 @@ class Overrides:
 
 @dataclass
 class Resolved:
-    manifest: ManifestFile
+    manifest: ManifestFile | None  # None when it came from the machine-local copy (resolvecache)
     targets: dict[str, Target]
     settings: ProviderSettings
     preset: Preset
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    name = path.name
+def read_manifest(path: Path) -> bytes:
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        return path.read_bytes()
     except FileNotFoundError:
-        raise ManifestError(name, [Problem("", f"not found in {path.parent} (imgbuild init writes a starter)")]) from None
+        raise ManifestError(path.name, [Problem("", f"not found in {path.parent} (imgbuild init writes a starter)")]) from None
+    except OSError as exc:
+        raise ManifestError(path.name, [Problem("", f"cannot be read: {exc.strerror}")]) from None
+
+
+def parse_manifest(data: bytes, name: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(name, [Problem("", f"invalid TOML: {exc}")]) from None
     except UnicodeDecodeError as exc:

@@ -1,0 +1,87 @@
+"""A machine-local copy of the resolved manifest, so that a no-op build neither parses TOML nor
+validates 10,000 targets again (ninja keeps its parsed state for the same reason).
+
+The copy is keyed by the manifest's sha256, the provider overrides and imgbuild's version, and is
+valid while every file resolving read — prompt files, input images, masks — keeps its (size,
+mtime, inode). Only a valid manifest is ever copied, and only a build writes the copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .fsutil import atomic_write
+from .providers import PRESETS
+from .providers.base import ProviderSettings
+from .resolve import Overrides, Resolved, Target
+
+CACHE_VERSION = 1
+FILE = "manifest.json"
+
+
+def key_of(data: bytes, overrides: Overrides) -> str:
+    h = hashlib.sha256(data)
+    h.update(f"\0{overrides.provider}\0{overrides.base_url}\0{__version__}\0{CACHE_VERSION}".encode())
+    return h.hexdigest()
+
+
+def _signature(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def files_read(resolved: Resolved) -> list[str]:
+    """The files resolving read besides the manifest: prompt files, and inputs no target makes."""
+    outputs = {o for t in resolved.targets.values() for o in t.outputs}
+    files = set()
+    for t in resolved.targets.values():
+        files.update(p for p in t.inputs if p not in outputs)
+    return sorted(files)
+
+
+def load(state_dir: Path, key: str, root: Path) -> Resolved | None:
+    try:
+        data = json.loads((state_dir / FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or data.get("key") != key:
+        return None
+    try:
+        for rel, sig in data["files"]:
+            if _signature(os.path.join(root, rel)) != sig:
+                return None
+        targets = {t["name"]: _target(t) for t in data["targets"]}
+        settings = ProviderSettings(**data["settings"])
+        return Resolved(None, targets, settings, PRESETS[settings.preset])
+    except (KeyError, TypeError, ValueError):
+        return None  # a copy from another version of the code: start over
+
+
+def _target(t: dict[str, Any]) -> Target:
+    t["outputs"] = tuple(t["outputs"])
+    t["images"] = tuple(t["images"])
+    return Target(**t)
+
+
+def save(state_dir: Path, key: str, resolved: Resolved, root: Path) -> None:
+    files = [[rel, _signature(os.path.join(root, rel))] for rel in files_read(resolved)]
+    payload = {
+        "version": CACHE_VERSION,
+        "key": key,
+        "files": files,
+        "settings": {**asdict(resolved.settings), "prices": dict(resolved.settings.prices)},
+        "targets": [asdict(t) for t in resolved.targets.values()],
+    }
+    try:
+        atomic_write(state_dir / FILE, json.dumps(payload, separators=(",", ":")).encode(), durable=False)
+    except OSError:
+        pass  # only a speed-up
