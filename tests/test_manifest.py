@@ -329,3 +329,24 @@ def test_schema_is_json_schema_of_the_models(project: Project) -> None:
     for field in ("prompt", "prompt_file", "output", "size", "quality", "output_format", "background",
                   "moderation", "output_compression", "n", "images", "mask", "revision", "pinned", "extra"):
         assert field in target and target[field].get("description"), field
+
+
+def test_a_prompt_file_edit_is_seen_even_though_the_manifest_is_unchanged(project: Project) -> None:
+    project.write("prompts/a.md", "A castle\n")
+    project.manifest('[provider]\nname = "placeholder"\n[images.a]\nprompt_file = "prompts/a.md"\n')
+    assert project.build().requests == 1
+    assert project.build().requests == 0  # the second run resolved from the machine-local copy
+    project.write("prompts/a.md", "A ruined castle\n")
+    result = project.build()
+    assert result.requests == 1
+    assert project.lock()["targets"]["a"]["prompt"] == "A ruined castle"
+
+
+def test_an_input_replaced_by_a_non_image_is_caught_on_the_next_run(project: Project) -> None:
+    project.png("art/in.png")
+    project.manifest('[provider]\nname = "placeholder"\n[images.a]\nprompt = "x"\nimages = ["art/in.png"]\n')
+    assert project.build().code == 0
+    (project.root / "art/in.png").write_text("not an image")
+    result = project.run("build")
+    assert result.code == 2
+    assert "images.toml: images.a.images[0]: art/in.png is not a PNG, JPEG or WEBP image" in result.err
