@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +31,9 @@ class Lock:
         self._fragments: dict[str, tuple[dict[str, Any], str]] = {}
         self._saved_digest: str | None = None
         self._json_digest: str | None = None  # the lock digest the JSON copy in state_dir matches
+        # The lock's text as read, and the entries parsed from it: an entry the build did not
+        # replace is written back as the very text it came from, not rendered again.
+        self._read: tuple[bytes, dict[str, dict[str, Any]]] | None = None
 
     @classmethod
     def load(cls, path: Path, state_dir: Path) -> Lock:
@@ -42,6 +46,7 @@ class Lock:
         if cached is not None:
             lock = cls(path, state_dir, cached)
             lock._saved_digest = lock._json_digest = digest
+            lock._read = (data, dict(cached))
             return lock
         try:
             parsed = tomllib.loads(data.decode("utf-8"))
@@ -61,7 +66,16 @@ class Lock:
             raise StateFileError(f"{path.name}: [targets] is not a table; delete the lock to start over")
         lock = cls(path, state_dir, targets)
         lock._saved_digest = digest
+        lock._read = (data, dict(targets))
         return lock
+
+    def changed_on_disk(self) -> bool:
+        """Whether the file is no longer what this object was loaded from or last saved."""
+        try:
+            digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            digest = None
+        return digest != self._saved_digest
 
     def get(self, name: str) -> dict[str, Any] | None:
         return self.targets.get(name)
@@ -79,6 +93,7 @@ class Lock:
 
         # A snapshot, and fragments reused only for the very entry object they were made from:
         # the build may replace entries from the event loop while a thread writes.
+        self._reuse_read_text()
         snapshot = dict(self.targets)
         parts = [HEADER, f"version = {LOCK_VERSION}\n"]
         for name in sorted(snapshot):
@@ -91,6 +106,28 @@ class Lock:
                 self._fragments[name] = (entry, fragment)
             parts.append("\n" + fragment)
         return "".join(parts).encode("utf-8")
+
+    def _reuse_read_text(self) -> None:
+        """Split the text the lock was read from into per-target fragments (rendering 10,000
+        entries with tomli-w takes seconds; slicing the text takes milliseconds)."""
+        if self._read is None:
+            return
+        data, loaded = self._read
+        self._read = None
+        text = data.decode("utf-8")
+        spans = []
+        start = 0
+        for name in sorted(loaded):
+            pos = text.find(f"\n[targets.{_toml_key(name)}]\n", start)
+            if pos < 0:
+                return  # not written by us (hand-edited or merged): render everything
+            spans.append((name, pos))
+            start = pos + 1
+        for i, (name, pos) in enumerate(spans):
+            end = spans[i + 1][1] if i + 1 < len(spans) else len(text)
+            entry = loaded[name]
+            if self.targets.get(name) is entry and name not in self._fragments:
+                self._fragments[name] = (entry, text[pos + 1:end])
 
     def save(self, *, json_copy: bool = True) -> bool:
         """Write the lock if it changed; returns whether it did."""
@@ -137,3 +174,8 @@ def _sorted(value: Any) -> Any:
     if isinstance(value, list):
         return [_sorted(v) for v in value]
     return value
+
+
+def _toml_key(name: str) -> str:
+    """A target name as tomli-w writes it in a table header."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'

@@ -144,10 +144,11 @@ class Project:
         if confirm is not None and not confirm(plan):
             raise UsageError("build cancelled")
         with self._run_lock(reporter):
-            # Another build may have done the work while we waited: decide again.
-            self.lock = Lock.load(self.lock.path, self.state_dir)
-            self.stats = StatCache(self.root, self.state_dir / "stat.json")
-            plan = self.plan(names, force=options.force)
+            # Another build may have done the work while we waited: if the lock moved, decide again.
+            if self.lock.changed_on_disk():
+                self.lock = Lock.load(self.lock.path, self.state_dir)
+                self.stats = StatCache(self.root, self.state_dir / "stat.json")
+                plan = self.plan(names, force=options.force)
             if plan.estimate_usd and any(d.action is Action.REQUEST for d in plan.decisions):
                 self._open_provider_check()
             self.cache.register_project(self.root)

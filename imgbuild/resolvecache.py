@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from .resolve import Overrides, Resolved, Target
 
 CACHE_VERSION = 1
 FILE = "manifest.json"
+_FIELDS = fields(Target)
 
 
 def key_of(data: bytes, overrides: Overrides) -> str:
@@ -79,7 +80,7 @@ def save(state_dir: Path, key: str, resolved: Resolved, root: Path) -> None:
         "key": key,
         "files": files,
         "settings": {**asdict(resolved.settings), "prices": dict(resolved.settings.prices)},
-        "targets": [asdict(t) for t in resolved.targets.values()],
+        "targets": [{f.name: getattr(t, f.name) for f in _FIELDS} for t in resolved.targets.values()],
     }
     try:
         atomic_write(state_dir / FILE, json.dumps(payload, separators=(",", ":")).encode(), durable=False)
