@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +144,7 @@ class Project:
             return Summary(up_to_date=len(plan.decisions))
         if confirm is not None and not confirm(plan):
             raise UsageError("build cancelled")
-        with self._run_lock(reporter):
+        async with self._arun_lock(reporter):
             # Another build may have done the work while we waited: if the lock moved, decide again.
             if self.lock.changed_on_disk():
                 self.lock = Lock.load(self.lock.path, self.state_dir)
@@ -165,6 +166,7 @@ class Project:
             resolvecache.save(self.state_dir, self._resolved_key, self.resolved, self.root)
             self.resolved.manifest = None
         self.lock.save_json_copy()
+        self.stats.save()  # digests of files hashed this run (e.g. settling racy entries)
 
     def _open_provider_check(self) -> None:
         from .providers import open_provider
@@ -176,21 +178,54 @@ class Project:
 
         return open_provider(self.settings)
 
-    def _run_lock(self, reporter: Reporter):  # type: ignore[no-untyped-def]
-        from filelock import FileLock, Timeout
+    def _file_lock(self):  # type: ignore[no-untyped-def]
+        from filelock import FileLock
 
         self.state_dir.mkdir(exist_ok=True)
-        lock = FileLock(str(self.state_dir / "run.lock"))
+        # Not thread-local: an async build waits for it in a worker thread and releases it in the
+        # event loop's thread.
+        return FileLock(str(self.state_dir / "run.lock"), thread_local=False)
+
+    def _wait_for(self, lock, reporter: Reporter) -> bool:  # type: ignore[no-untyped-def]
+        """Take the run lock if it is free; else say so and return False (the caller waits)."""
+        from filelock import Timeout
+
         try:
             lock.acquire(timeout=0)
+            return True
         except Timeout:
             reporter.warn("another imgbuild build of this project is running; waiting for it to finish")
-            try:
-                lock.acquire(timeout=3600)
-            except Timeout:
-                raise ProjectBusy("another imgbuild build of this project has run for an hour; "
-                                  f"if none is running, delete {lock.lock_file}") from None
-        return _Held(lock)
+            return False
+
+    @staticmethod
+    def _acquire(lock) -> None:  # type: ignore[no-untyped-def]
+        from filelock import Timeout
+
+        try:
+            lock.acquire(timeout=3600)
+        except Timeout:
+            raise ProjectBusy("another imgbuild build of this project has run for an hour; "
+                              f"if none is running, delete {lock.lock_file}") from None
+
+    @contextlib.contextmanager
+    def _run_lock(self, reporter: Reporter) -> Iterator[None]:
+        lock = self._file_lock()
+        if not self._wait_for(lock, reporter):
+            self._acquire(lock)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextlib.asynccontextmanager
+    async def _arun_lock(self, reporter: Reporter) -> AsyncIterator[None]:
+        lock = self._file_lock()
+        if not self._wait_for(lock, reporter):
+            await asyncio.to_thread(self._acquire, lock)  # the loop (watch, Ctrl-C) stays live
+        try:
+            yield
+        finally:
+            lock.release()
 
     # -- clean and accept ----------------------------------------------------------------------
 
@@ -245,17 +280,6 @@ class Project:
         record = RunRecord([o for _, o in outputs], "accepted", None, utc_now())
         self.cache.put_run(decision.spec.digest, record)
         self.lock.set(name, lock_entry(decision, outputs, "accepted", None, record.built_at))
-
-
-class _Held:
-    def __init__(self, lock) -> None:  # type: ignore[no-untyped-def]
-        self.lock = lock
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        self.lock.release()
 
 
 def load_project(root: str | os.PathLike[str] = ".", manifest: str = "images.toml", **kw: object) -> Project:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from .cache import file_sha256
 from .fsutil import atomic_write
 
-STAT_VERSION = 1
+STAT_VERSION = 2
+# A file written again within the same timestamp tick, at the same size, keeps its (size, mtime):
+# like git's "racily clean" entries, an entry recorded less than this after the file's mtime is
+# not trusted, and the file is hashed again (and the entry then settles).
+RACY_NS = 2_000_000_000
+
+
+def _settled(entry: list[int | str]) -> bool:
+    return len(entry) > 4 and int(entry[4]) - int(entry[1]) > RACY_NS
 
 
 class StatCache:
@@ -34,10 +43,10 @@ class StatCache:
             return None
         key = [st.st_size, st.st_mtime_ns, st.st_ino]
         entry = self.entries.get(rel)
-        if entry is not None and entry[:3] == key:
+        if entry is not None and entry[:3] == key and _settled(entry):
             return str(entry[3])
         sha = file_sha256(Path(full))
-        self.entries[rel] = [*key, sha]
+        self.entries[rel] = [*key, sha, time.time_ns()]
         self.dirty = True
         return sha
 
@@ -47,7 +56,7 @@ class StatCache:
             st = os.stat(os.path.join(self.root, rel))
         except OSError:
             return
-        self.entries[rel] = [st.st_size, st.st_mtime_ns, st.st_ino, sha256]
+        self.entries[rel] = [st.st_size, st.st_mtime_ns, st.st_ino, sha256, time.time_ns()]
         self.dirty = True
 
     def forget(self, rel: str) -> None:

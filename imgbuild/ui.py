@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 STATE_WIDTH = 9
 
 
-def _money(usd: float) -> str:
+def money(usd: float) -> str:
     return f"${usd:.2f}" if usd >= 0.01 or usd == 0 else f"${usd:.4f}"
 
 
@@ -28,7 +28,7 @@ def decision_line(d: Decision, *, cost: bool = False) -> str:
     if d.reason:
         line += f"  {d.reason}"
     if cost and d.estimate_usd:
-        line += f"  (~{_money(d.estimate_usd)})"
+        line += f"  (~{money(d.estimate_usd)})"
     return line
 
 
@@ -46,7 +46,7 @@ def summary_line(s: Summary) -> str:
     tail = f"; {s.requests} request(s)"
     if s.retries:
         tail += f" ({s.retries} retries)"
-    tail += f", {_money(s.cost_usd)}"
+    tail += f", {money(s.cost_usd)}"
     if s.interrupted:
         tail += "; interrupted"
     return head + tail
@@ -78,10 +78,14 @@ class Reporter:
         if fields.get("seconds") is not None:
             extras.append(f"{fields['seconds']:.1f}s")
         if fields.get("cost_usd"):
-            extras.append(_money(fields["cost_usd"]))
+            extras.append(money(fields["cost_usd"]))
         if extras:
             line += "  (" + ", ".join(extras) + ")"
         self._print(line)
+
+    def line(self, text: str, *, error: bool = False) -> None:
+        """A line of the caller's own (watch's one line per rebuild, an error)."""
+        self._print(text, stream=self.err if error else None)
 
     def warn(self, message: str) -> None:
         self._print(f"warning: {message}", stream=self.err)
@@ -92,7 +96,7 @@ class Reporter:
         for d in decisions:
             self._print(decision_line(d, cost=True))
         todo = sum(1 for d in decisions if d.action in ("request", "wait"))
-        self._print(f"plan: {todo} request(s) at most, estimated {_money(total_usd)}; nothing was done (-n)")
+        self._print(f"plan: {todo} request(s) at most, estimated {money(total_usd)}; nothing was done (-n)")
 
     def summary(self, s: Summary) -> None:
         self._print(summary_line(s))
@@ -161,6 +165,11 @@ class LiveReporter(Reporter):
         self.in_flight.pop(name, None)
         self.live.refresh()  # else the line prints above a stale view of what is in flight
         super().event(kind, name, detail, **fields)
+
+    def landed(self, name: str) -> None:
+        """Take a target off the in-flight view without printing a line for it."""
+        self.in_flight.pop(name, None)
+        self.live.refresh()
 
     def close(self) -> None:
         self.live.stop()
