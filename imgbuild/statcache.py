@@ -1,4 +1,10 @@
-"""A machine-local cache of (size, mtime, inode) → sha256, so a no-op build hashes nothing."""
+"""A machine-local cache of (size, mtime, inode) → sha256, so a no-op build hashes nothing.
+
+A file rewritten within one timestamp tick, at the same size, keeps its (size, mtime). As git does
+with its index, an entry is trusted only if the file's mtime is clearly older than the moment the
+cache was last saved; a newer ("racily clean") one is hashed again, and settles with the next save.
+Entries hashed or recorded during this run are trusted for the rest of it.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +17,7 @@ from .cache import file_sha256
 from .fsutil import atomic_write
 
 STAT_VERSION = 2
-# A file written again within the same timestamp tick, at the same size, keeps its (size, mtime):
-# like git's "racily clean" entries, an entry recorded less than this after the file's mtime is
-# not trusted, and the file is hashed again (and the entry then settles).
-RACY_NS = 2_000_000_000
-
-
-def _settled(entry: list[int | str]) -> bool:
-    return len(entry) > 4 and int(entry[4]) - int(entry[1]) > RACY_NS
+RACY_NS = 1_000_000_000  # far above any local filesystem's timestamp granularity
 
 
 class StatCache:
@@ -26,12 +25,15 @@ class StatCache:
         self.root = root
         self.path = path
         self.entries: dict[str, list[int | str]] = {}
+        self.saved_ns = 0
         self.dirty = False
+        self._fresh: set[str] = set()
         try:
             data = json.loads(path.read_bytes())
             if data.get("version") == STAT_VERSION:
                 self.entries = data["entries"]
-        except (OSError, ValueError, KeyError, AttributeError):
+                self.saved_ns = int(data["saved_ns"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass  # unknown or broken: start over, it is only a cache
 
     def digest(self, rel: str) -> str | None:
@@ -41,13 +43,13 @@ class StatCache:
             st = os.stat(full)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        key = [st.st_size, st.st_mtime_ns, st.st_ino]
         entry = self.entries.get(rel)
-        if entry is not None and entry[:3] == key and _settled(entry):
+        if (entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
+                and entry[2] == st.st_ino
+                and (rel in self._fresh or st.st_mtime_ns < self.saved_ns - RACY_NS)):
             return str(entry[3])
         sha = file_sha256(Path(full))
-        self.entries[rel] = [*key, sha, time.time_ns()]
-        self.dirty = True
+        self._remember(rel, st, sha)
         return sha
 
     def record(self, rel: str, sha256: str) -> None:
@@ -56,7 +58,11 @@ class StatCache:
             st = os.stat(os.path.join(self.root, rel))
         except OSError:
             return
-        self.entries[rel] = [st.st_size, st.st_mtime_ns, st.st_ino, sha256, time.time_ns()]
+        self._remember(rel, st, sha256)
+
+    def _remember(self, rel: str, st: os.stat_result, sha256: str) -> None:
+        self.entries[rel] = [st.st_size, st.st_mtime_ns, st.st_ino, sha256]
+        self._fresh.add(rel)
         self.dirty = True
 
     def forget(self, rel: str) -> None:
@@ -65,6 +71,7 @@ class StatCache:
 
     def save(self) -> None:
         if self.dirty:
-            data = json.dumps({"version": STAT_VERSION, "entries": self.entries}, separators=(",", ":"))
-            atomic_write(self.path, data.encode(), durable=False)
+            self.saved_ns = time.time_ns()
+            data = {"version": STAT_VERSION, "saved_ns": self.saved_ns, "entries": self.entries}
+            atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode(), durable=False)
             self.dirty = False
