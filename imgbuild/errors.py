@@ -91,6 +91,9 @@ class ProviderError(ImgbuildError):
         super().__init__(message)
         self.target = target
         self.status = status
+        # What the failed attempt cost in HTTP requests that reached the API (they may be billed).
+        self.requests = 0
+        self.retries = 0
 
     def __str__(self) -> str:
         return f"{self.target}: {self.message}" if self.target else self.message

@@ -296,6 +296,14 @@ class Executor:
             self._provider = self._open_provider()
         return self._provider
 
+    def _keep_paid_for(self, name: str, staging: Path) -> None:
+        """Images a failed target did receive (e.g. 2 of aimlapi's 3 requests of one) go into the
+        cache: they were paid for. ``gc`` prunes them once nothing needs them."""
+        kept = [self.project.cache.put_file(f) for f in sorted(staging.iterdir()) if f.is_file()]
+        if kept:
+            self.reporter.warn(f"{name}: kept {len(kept)} image(s) the failed request did return in the cache "
+                               f"({', '.join(k.sha256[:12] for k in kept)})")
+
     def _make_request(self, decision: Decision) -> ImageRequest:
         target = self.project.targets[decision.name]
         root = self.project.root
@@ -328,8 +336,10 @@ class Executor:
             try:
                 result = await provider.generate(request, staging)
             except ProviderError as exc:
-                self.summary.requests += 1 + getattr(exc, "retries", 0)
+                self.summary.requests += exc.requests
+                self.summary.retries += exc.retries
                 self._request_failed(name, exc)
+                await asyncio.to_thread(self._keep_paid_for, name, staging)
                 return False
             self.summary.requests += result.requests
             self.summary.retries += result.retries

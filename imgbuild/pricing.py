@@ -57,12 +57,13 @@ def usd_from_usage(usage: Mapping[str, Any], prices: Mapping[str, Any]) -> float
     """openai's ``usage`` (tokens) priced; None when it carries no token counts."""
     try:
         details = usage.get("input_tokens_details") or {}
-        text_in = int(details.get("text_tokens", 0))
         image_in = int(details.get("image_tokens", 0))
-        if not details:
-            text_in = int(usage.get("input_tokens", 0))
+        # Without a split, input tokens not said to be image tokens are priced as text.
+        text_in = int(details.get("text_tokens", int(usage.get("input_tokens", 0)) - image_in))
         out = int(usage["output_tokens"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if min(text_in, image_in, out) < 0:
         return None
     return (
         text_in * _price(prices, "text_input_per_million")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import difflib
 import os
 import shutil
@@ -17,7 +18,7 @@ from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry,
 from .graph import closure, dependencies, producers_of, topological_order
 from .lockfile import Lock
 from .plan import Action, Decision, Planner
-from .providers.base import ProviderSettings
+from .providers.base import Provider, ProviderSettings
 from .resolve import Overrides, Resolved, Target, parse_manifest, read_manifest, resolve
 from .statcache import StatCache
 from .ui import Reporter
@@ -154,7 +155,8 @@ class Project:
                 self._open_provider_check()
             self.cache.register_project(self.root)
             self._save_copies()
-            executor = Executor(self, plan.planner, plan.order, reporter, options, self._open_provider)
+            jobs = options.jobs or self.settings.concurrency
+            executor = Executor(self, plan.planner, plan.order, reporter, options, lambda: self._open_provider(jobs))
             return await executor.run()
 
     def _save_copies(self) -> None:
@@ -173,10 +175,11 @@ class Project:
 
         open_provider(self.settings)  # raises for a missing key, before any request
 
-    def _open_provider(self):  # type: ignore[no-untyped-def]
+    def _open_provider(self, jobs: int) -> Provider:
         from .providers import open_provider
 
-        return open_provider(self.settings)
+        # -j overrides concurrency for this build: the provider's own limiter must know it too.
+        return open_provider(dataclasses.replace(self.settings, concurrency=jobs))
 
     def _file_lock(self):  # type: ignore[no-untyped-def]
         from filelock import FileLock

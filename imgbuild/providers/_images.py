@@ -41,7 +41,7 @@ def sniff_file(path: Path) -> str | None:
 def new_staging_file(staging_dir: Path, target: str, output_format: str) -> Path:
     """A fresh, exclusively created file in the staging folder (never overwrites another's)."""
     suffix = EXTENSIONS.get(output_format, ".bin")
-    for attempt in range(100):
+    for _ in range(100):
         path = staging_dir / f"{target}-{os.urandom(6).hex()}{suffix}"
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
@@ -51,7 +51,7 @@ def new_staging_file(staging_dir: Path, target: str, output_format: str) -> Path
     raise FileExistsError(f"cannot create a staging file in {staging_dir}")  # pragma: no cover
 
 
-def write_b64(path: Path, encoded: str, target: str) -> int:
+def write_b64(path: Path, encoded: str | memoryview, target: str) -> int:
     """Decode ``encoded`` into ``path``; bad base64 is a BadResponse (worth retrying)."""
     try:
         # binascii takes an ASCII str without copying it; strict mode refuses stray characters
@@ -59,8 +59,9 @@ def write_b64(path: Path, encoded: str, target: str) -> int:
         data = binascii.a2b_base64(encoded, strict_mode=True)
     except (binascii.Error, ValueError, TypeError):
         try:
-            data = binascii.a2b_base64("".join(str(encoded).split()), strict_mode=True)
-        except (binascii.Error, ValueError, TypeError) as exc:
+            text = encoded if isinstance(encoded, str) else bytes(encoded).decode("ascii")
+            data = binascii.a2b_base64("".join(text.split()), strict_mode=True)
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
             raise BadResponse(f"the API sent an image that is not valid base64 ({exc})",
                               target=target) from exc
     with open(path, "wb") as f:

@@ -22,13 +22,14 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
 # Honour Retry-After, but never sleep longer than this on one server's word.
 MAX_RETRY_AFTER_S = 300.0
+_RNG = random.Random()
 
 
 def backoff_s(retry: int, rng: random.Random | None = None) -> float:
     """Delay before retry number ``retry`` (1, 2, …): doubling each time, with "equal jitter"
     (half fixed, half random) so that requests that failed together do not come back together."""
-    ceiling = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (retry - 1))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    ceiling = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2.0 ** (retry - 1))
+    return ceiling / 2 + (rng or _RNG).uniform(0, ceiling / 2)
 
 
 def retry_delay_s(error: ProviderError, retry: int) -> float:

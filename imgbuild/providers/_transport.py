@@ -4,8 +4,8 @@ Everything the HTTP layer can raise is translated here and nowhere else, the way
 ``map_httpcore_exceptions`` does it: one context manager, ending in ``raise ... from exc``.
 
     httpx.TimeoutException        -> NetworkError   (timed out; the request may still be billed)
-    httpx.ConnectError            -> NetworkError   (did not reach the API: not counted as a request)
-    httpx.RemoteProtocolError     -> BadResponse    while reading a body (truncated), else NetworkError
+    httpx.ConnectError            -> NetworkError   (never reached the API: not counted)
+    httpx.RemoteProtocolError     -> BadResponse    reading a body (truncated), else NetworkError
     httpx.NetworkError            -> NetworkError   (resets, refused connections)
     OSError                       -> ProviderError  (a local file: input gone, disk full)
     httpx.HTTPError (the rest)    -> BadResponse
@@ -82,8 +82,8 @@ def translate_errors(ctx: CallContext, *, phase: str) -> Iterator[None]:
     except httpx.TimeoutException as exc:
         what = "connecting to" if isinstance(exc, httpx.ConnectTimeout) else "waiting for"
         raise NetworkError(
-            f"timed out {what} {_where(ctx, phase)} ({type(exc).__name__}); retrying may be billed "
-            "again by some providers", target=ctx.target,
+            f"timed out {what} {_where(ctx, phase)} ({type(exc).__name__}); the request may "
+            "still have been billed", target=ctx.target,
         ) from exc
     except httpx.ConnectError as exc:
         raise NetworkError(
@@ -103,7 +103,7 @@ def translate_errors(ctx: CallContext, *, phase: str) -> Iterator[None]:
         # httpx wraps socket errors in its own types, so a bare OSError is a local file: an edit
         # input that vanished, or a staging folder that is full. Retrying would not help.
         raise ProviderError(
-            f"cannot {'read an input image' if phase == 'inputs' else 'write the image'}: {exc}",
+            f"cannot {'write the image' if phase == 'save' else 'read an input image'}: {exc}",
             target=ctx.target,
         ) from exc
     except httpx.NetworkError as exc:
@@ -121,7 +121,8 @@ def _where(ctx: CallContext, phase: str) -> str:
     return "the image download" if phase == "download" else f"the {ctx.preset} API"
 
 
-def status_error(ctx: CallContext, response: httpx.Response, body: bytes) -> ProviderError:
+def status_error(ctx: CallContext, response: httpx.Response,
+                 body: bytes | bytearray) -> ProviderError:
     """The error for a non-2xx answer from the API, with the API's own message (redacted)."""
     status = response.status_code
     code, message = _api_message(body)
@@ -133,7 +134,8 @@ def status_error(ctx: CallContext, response: httpx.Response, body: bytes) -> Pro
         if status == 403 and ctx.preset == "openai":
             advice = (
                 "the OpenAI organisation may need to be verified before it can use GPT image "
-                f"models (platform.openai.com, Settings, Organization); the key is from {ctx.key_env}"
+                "models (platform.openai.com, Settings, Organization); the key is from "
+                f"{ctx.key_env}"
             )
         elif status == 403:
             advice = f"the key in {ctx.key_env} is not allowed to use this model"
@@ -165,7 +167,7 @@ def _base_url_advice(preset: str) -> str:
     return where + (" or base_url in [provider]" if preset == "compatible" else "")
 
 
-def _api_message(body: bytes) -> tuple[str, str]:
+def _api_message(body: bytes | bytearray) -> tuple[str, str]:
     """(code, message) from ``{"error": {"message", "type", "code"}}``, or the body's start."""
     try:
         payload = json.loads(body)

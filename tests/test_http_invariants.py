@@ -1,0 +1,77 @@
+"""SPEC §2 rows that need a real provider, counted in requests the local API server received."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiserver import Fault
+from conftest import Project
+
+TARGETS = """
+[images.hero]
+prompt = "a knight on a hill"
+size = "1536x1024"
+
+[images.icon]
+prompt = "a round shield icon"
+"""
+
+
+def _env(server: Any, preset: str) -> dict[str, str]:
+    key_var = "OPENAI_API_KEY" if preset == "openai" else "AIMLAPI_API_KEY"
+    return {key_var: server.key, "IMGBUILD_PROVIDER": preset, "IMGBUILD_BASE_URL": server.base_url}
+
+
+def test_switching_openai_to_aimlapi_makes_no_request(start_api_server: Any, project: Project) -> None:
+    openai, aimlapi = start_api_server("openai"), start_api_server("aimlapi")
+    project.manifest('[provider]\nname = "openai"\n' + TARGETS)
+    first = project.build(env=_env(openai, "openai"))
+    assert first.code == 0, first.err
+    assert first.requests == 2 and len(openai.api_requests()) == 2
+    status = project.run("status", env=_env(aimlapi, "aimlapi"))
+    assert [line.split()[1] for line in status.out.splitlines()] == ["ok", "ok"]
+    second = project.build(env=_env(aimlapi, "aimlapi"))
+    assert second.code == 0 and second.requests == 0
+    assert aimlapi.api_requests() == []
+
+
+def test_placeholder_to_a_real_provider_requests_every_target(start_api_server: Any, project: Project) -> None:
+    server = start_api_server("openai")
+    project.manifest('[provider]\nname = "placeholder"\n' + TARGETS)
+    assert project.build().requests == 2
+    real = project.build(env=_env(server, "openai"))
+    assert real.code == 0, real.err
+    assert real.requests == 2 and len(server.api_requests()) == 2
+    lock = project.lock()["targets"]
+    assert lock["hero"]["provider"] == "openai" and lock["hero"]["model"] == "gpt-image-2"
+    assert lock["hero"]["cost_usd"] > 0
+    assert lock["hero"]["outputs"][0]["width"] == 1536
+
+
+def test_a_real_build_records_what_the_server_sent(start_api_server: Any, project: Project) -> None:
+    import hashlib
+
+    server = start_api_server("openai")
+    project.manifest('[provider]\nname = "openai"\n' + TARGETS)
+    result = project.build(env=_env(server, "openai"))
+    assert result.code == 0, result.err
+    sent = set(server.served)
+    for name in ("hero", "icon"):
+        out = project.lock()["targets"][name]["outputs"][0]
+        data = project.read(out["path"])
+        assert hashlib.sha256(data).hexdigest() == out["sha256"]
+        assert out["sha256"] in sent
+    assert result.summary["cost_usd"] > 0
+
+
+def test_images_of_a_failed_aimlapi_target_are_kept_in_the_cache(start_api_server: Any, project: Project) -> None:
+    server = start_api_server("aimlapi")
+    project.manifest('[provider]\nname = "aimlapi"\n[images.trio]\nprompt = "three takes"\nn = 3\n')
+    server.inject(Fault("moderation"), times=1)  # one of the three requests of one is refused
+    result = project.build("-j", "1", env={**_env(server, "aimlapi"), "IMGBUILD_PROVIDER": "aimlapi"})
+    assert result.code == 1
+    assert len(server.api_requests()) == 3
+    kept = [e for e in result.events if e["event"] == "warning" and "kept 2 image(s)" in e["message"]]
+    assert kept, result.out
+    objects = {p.parent.name + p.name for p in (project.cache / "objects").rglob("*") if p.is_file()}
+    assert set(server.served) == objects  # every image the server sent is in the cache
