@@ -102,7 +102,8 @@ class Project:
     def plan(self, names: Sequence[str] = (), *, force: Iterable[str] | None = None) -> Plan:
         """Decide the state of the selected targets. Reads files; writes nothing."""
         order = self.select(names)
-        forced = (set(names) or set(order)) if force is not None and not list(force) else set(force or ())
+        # force: None forces nothing; () forces every selected target; names force those.
+        forced = set() if force is None else set(force) or set(order)
         planner = Planner(self.targets, self.producers, self.resolved.preset.canonical_model(self.settings.model),
                           self.settings.preset, self.settings.prices, self.lock, self.cache, self.stats, forced)
         decisions = planner.decide_all(order)
