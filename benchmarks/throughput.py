@@ -76,7 +76,8 @@ class Server:
 
 
 def project(root: Path, base_url: str, targets: str, jobs: int) -> Path:
-    # concurrency = jobs as well as -j: the provider's own limiter is sized from the settings.
+    # The manifest keeps the default concurrency (4): -j on the command line must win, engine and
+    # provider limiter alike.
     root.mkdir(parents=True)
     (root / "images.toml").write_text(textwrap.dedent(f"""\
         [provider]
@@ -84,7 +85,6 @@ def project(root: Path, base_url: str, targets: str, jobs: int) -> Path:
         model = "gpt-image-2"
         api_key_env = "{KEY_ENV}"
         base_url = "{base_url}"
-        concurrency = {jobs}
         timeout = 600
         """) + targets)
     return root
