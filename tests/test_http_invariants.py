@@ -75,3 +75,53 @@ def test_images_of_a_failed_aimlapi_target_are_kept_in_the_cache(start_api_serve
     assert kept, result.out
     objects = {p.parent.name + p.name for p in (project.cache / "objects").rglob("*") if p.is_file()}
     assert set(server.served) == objects  # every image the server sent is in the cache
+
+
+def test_off_a_terminal_a_build_over_confirm_above_is_not_asked(start_api_server: Any, project: Project) -> None:
+    server = start_api_server("openai")
+    project.manifest('[provider]\nname = "openai"\nconfirm_above = 0\n' + TARGETS)
+    result = project.build(env=_env(server, "openai"))
+    assert result.code == 0 and result.requests == 2
+
+
+def _on_a_terminal(project: Project, env: dict[str, str], *args: str, answer: bytes) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as stdin/stdout, answering its question."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "imgbuild", "-C", str(project.root), "build", *args],
+                            stdin=follower, stdout=follower, stderr=follower, env={**project.env, **env})
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"[y/N]" not in seen and b"built" not in seen and time.monotonic() < deadline:
+        try:
+            seen += os.read(leader, 4096)
+        except OSError:
+            break
+    if b"[y/N]" in seen:
+        os.write(leader, answer)
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            seen += os.read(leader, 4096)
+        except OSError:
+            break
+    proc.wait(timeout=30)
+    os.close(leader)
+    return proc.returncode, seen.decode(errors="replace")
+
+
+def test_on_a_terminal_a_build_over_confirm_above_asks_first(start_api_server: Any, project: Project) -> None:
+    server = start_api_server("openai")
+    project.manifest('[provider]\nname = "openai"\nconfirm_above = 0.01\n' + TARGETS)
+    code, screen = _on_a_terminal(project, _env(server, "openai"), answer=b"n\n")
+    assert "2 request(s), estimated $" in screen and "Build? [y/N]" in screen
+    assert code == 2 and "build cancelled" in screen
+    assert server.api_requests() == []
+    code, screen = _on_a_terminal(project, _env(server, "openai"), "--yes", answer=b"")
+    assert code == 0 and "[y/N]" not in screen
+    assert len(server.api_requests()) == 2

@@ -174,3 +174,19 @@ def test_check_fails_unless_every_target_is_ok(project: Project) -> None:
     (project.root / "assets/crowned.png").unlink()
     result = project.run("check")
     assert result.code == 1 and "crowned  restore" in result.out
+
+
+def test_lock_is_deterministic_sorted_and_unchanged_by_no_ops(project: Project) -> None:
+    _built(project)
+    data = project.read("images.lock")
+    text = data.decode()
+    assert text.index("[targets.crowned]") < text.index("[targets.hero]")  # name order
+    hero = text[text.index("[targets.hero]"):]
+    keys = [line.split(" =")[0] for line in hero.splitlines()[1:] if " = " in line][:8]
+    assert keys == sorted(keys)
+    project.manifest("\n".join(reversed(BASE.strip().split("\n\n"))))  # tables reordered
+    assert project.build().requests == 0
+    assert project.read("images.lock") == data
+    import tomllib
+
+    assert tomllib.loads(text)["version"] == 1 and text.splitlines()[1] == "version = 1"
