@@ -2,6 +2,7 @@
 
     ImgbuildError                     exit 1 unless said otherwise
     ├── UsageError                    exit 2: bad command line or environment
+    │   └── MissingKey                the provider's key variable is not set
     ├── ManifestError                 exit 2: every problem of images.toml, each with its place
     ├── StateFileError                exit 2: a lock/state file we cannot read (e.g. newer format)
     ├── ProjectBusy                   another build holds the project's run lock
@@ -37,6 +38,10 @@ class ImgbuildError(Exception):
 
 class UsageError(ImgbuildError):
     exit_code = 2
+
+
+class MissingKey(UsageError):
+    pass
 
 
 @dataclass(frozen=True)

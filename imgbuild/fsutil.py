@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 TEMP_PREFIX = ".imgbuild-tmp-"
 
@@ -24,12 +26,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+def _atomic(path: Path, write: Callable[[BinaryIO], None], durable: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
@@ -42,21 +44,18 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         _fsync_dir(path.parent)
 
 
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+    _atomic(path, lambda f: f.write(data), durable)  # type: ignore[arg-type, return-value]
+
+
 def atomic_copy(source: Path, dest: Path) -> None:
     """Copy ``source`` to ``dest`` atomically (streamed, never held in memory)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+
+    def copy(out: BinaryIO) -> None:
+        with source.open("rb") as src:
             shutil.copyfileobj(src, out, 1024 * 1024)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    _fsync_dir(dest.parent)
+
+    _atomic(dest, copy, durable=True)
 
 
 def _unlink(path: str | Path) -> None:

@@ -1,4 +1,5 @@
-"""Reading image headers (Pillow, imported only when needed: it is not on the no-op path)."""
+"""Reading image headers: magic bytes here, Pillow (imported only when needed: it is not on the
+no-op path) for sizes and alpha."""
 
 from __future__ import annotations
 
@@ -6,6 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def sniff_format(head: bytes) -> str | None:
+    """png, jpeg or webp by a file's first 12 bytes, else None."""
+    if head.startswith(PNG_MAGIC):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
 
 
 @dataclass(frozen=True)

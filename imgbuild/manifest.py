@@ -120,7 +120,7 @@ class ManifestFile(_Strict):
     model_config = ConfigDict(extra="forbid", strict=True, title="imgbuild manifest (images.toml)")
 
     out_dir: str = Field("build/images", description="Where targets without output go.")
-    provider: ProviderTable = Field(default_factory=ProviderTable)
+    provider: ProviderTable = Field(default_factory=ProviderTable, description="Which API builds the images.")
     defaults: Params = Field(default_factory=Params, description="Defaults for every target.")
     vars: dict[str, str] = Field(default_factory=dict, description="Values for ${name} in prompts.")
     images: dict[Annotated[str, Field(pattern=TARGET_NAME_PATTERN)], TargetTable] = Field(

@@ -165,7 +165,7 @@ class Project:
         if self.resolved.manifest is not None:
             from . import resolvecache
 
-            self.state_dir.mkdir(exist_ok=True)
+            self._ensure_state_dir()
             resolvecache.save(self.state_dir, self._resolved_key, self.resolved, self.root)
             self.resolved.manifest = None
         self.lock.save_json_copy()
@@ -182,10 +182,16 @@ class Project:
         # -j overrides concurrency for this build: the provider's own limiter must know it too.
         return open_provider(dataclasses.replace(self.settings, concurrency=jobs))
 
+    def _ensure_state_dir(self) -> None:
+        if not self.state_dir.is_dir():
+            self.state_dir.mkdir()
+            # Machine-local state is never committed, even where the project forgot to ignore it.
+            (self.state_dir / ".gitignore").write_text("*\n")
+
     def _file_lock(self):  # type: ignore[no-untyped-def]
         from filelock import FileLock
 
-        self.state_dir.mkdir(exist_ok=True)
+        self._ensure_state_dir()
         # Not thread-local: an async build waits for it in a worker thread and releases it in the
         # event loop's thread.
         return FileLock(str(self.state_dir / "run.lock"), thread_local=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError, Problem
+from .images import sniff_format
 from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN, ManifestFile, TargetTable
 from .providers import PRESETS, Preset
 from .providers.base import Capabilities, ProviderSettings
@@ -26,6 +27,7 @@ OWN_FIELDS = frozenset(
     {"model", "prompt", "size", "quality", "output_format", "background", "moderation",
      "output_compression", "n", "image", "image[]", "images", "mask"}
 )
+PRESET_KEYS = frozenset(p.api_key_env for p in PRESETS.values() if p.api_key_env)
 _VAR = re.compile(r"\$(\$|\{([^}]*)\})")
 _NAME = re.compile(TARGET_NAME_PATTERN)
 
@@ -170,6 +172,12 @@ def resolve_settings(table: Any, overrides: Overrides, problems: list[Problem]) 
             problems.append(Problem("provider.base_url", "the compatible preset needs base_url (or --base-url)"))
         if not table.api_key_env:
             problems.append(Problem("provider.api_key_env", "the compatible preset needs api_key_env"))
+        elif table.api_key_env in PRESET_KEYS:
+            # Else a manifest could send the user's OpenAI key to any host it names (SPEC §7).
+            problems.append(Problem(
+                "provider.api_key_env",
+                f"{table.api_key_env} is the key of a preset; a compatible server gets its own variable",
+            ))
     api_key_env = None if name == "placeholder" else (table.api_key_env or preset.api_key_env)
     model = table.model if (table.model and name == table.name) else preset.default_model
     settings = ProviderSettings(
@@ -213,17 +221,6 @@ class _Paths:
             if not real.startswith(self.real_root + os.sep):
                 return None
         return rel
-
-
-def sniff_format(head: bytes) -> str | None:
-    """png, jpeg or webp by the file's first bytes, else None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return None
 
 
 def substitute(text: str, variables: dict[str, str], where: str, problems: list[Problem]) -> str:
@@ -368,23 +365,26 @@ def _numbered(path: str, i: int) -> str:
     return f"{stem}-{i}{ext}"
 
 
-def check_files(root: Path, targets: dict[str, Target], producers: dict[str, str], problems: list[Problem]) -> None:
-    """Inputs exist (or a target makes them) and are images by their bytes; masks fit; outputs unique."""
+def check_files(root: Path, targets: dict[str, Target], producers: dict[str, str], caps: Capabilities,
+                problems: list[Problem]) -> None:
+    """Inputs exist (or a target makes them), are images by their bytes and not too large; masks fit."""
     for name, target in targets.items():
         at = f"images.{name}"
         for i, rel in enumerate(target.images):
-            _check_image(root, rel, f"{at}.images[{i}]", producers, problems)
+            _check_image(root, rel, f"{at}.images[{i}]", producers, problems, caps.max_image_bytes)
         if target.mask:
-            _check_mask(root, targets, target, producers, problems)
+            _check_mask(root, targets, target, producers, problems, caps.max_mask_bytes)
 
 
-def _check_image(root: Path, rel: str, where: str, producers: dict[str, str], problems: list[Problem]) -> str | None:
+def _check_image(root: Path, rel: str, where: str, producers: dict[str, str], problems: list[Problem],
+                 max_bytes: int) -> str | None:
     if rel in producers:
         return None
     path = root / rel
     try:
         with path.open("rb") as f:
             head = f.read(16)
+            size = os.fstat(f.fileno()).st_size
     except FileNotFoundError:
         problems.append(Problem(where, f"{rel} does not exist and no target makes it"))
         return None
@@ -394,15 +394,18 @@ def _check_image(root: Path, rel: str, where: str, producers: dict[str, str], pr
     fmt = sniff_format(head)
     if fmt is None:
         problems.append(Problem(where, f"{rel} is not a PNG, JPEG or WEBP image (by its bytes)"))
+    elif size > max_bytes:
+        problems.append(Problem(where, f"{rel} is {size / 2**20:.1f} MB; the API takes at most {max_bytes // 2**20} MB"))
     return fmt
 
 
 def _check_mask(
-    root: Path, targets: dict[str, Target], target: Target, producers: dict[str, str], problems: list[Problem]
+    root: Path, targets: dict[str, Target], target: Target, producers: dict[str, str], problems: list[Problem],
+    max_bytes: int,
 ) -> None:
     where = f"images.{target.name}.mask"
     rel = target.mask or ""
-    fmt = _check_image(root, rel, where, producers, problems)
+    fmt = _check_image(root, rel, where, producers, problems, max_bytes)
     if rel in producers:
         return
     if fmt is not None and fmt != "png":
@@ -415,8 +418,6 @@ def _check_mask(
     info = image_info(root / rel)
     if not info.has_alpha:
         problems.append(Problem(where, f"{rel} has no alpha channel (transparent pixels mark where to edit)"))
-    if (root / rel).stat().st_size > 4 * 1024 * 1024:
-        problems.append(Problem(where, f"{rel} is over 4 MB"))
     first = target.images[0]
     if first in producers:
         wh = parse_size(targets[producers[first]].params["size"]) if producers[first] in targets else None
@@ -444,7 +445,7 @@ def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Over
             targets[name] = target
     producers, clashes = producers_of(targets)
     problems.extend(clashes)
-    check_files(root, targets, producers, problems)
+    check_files(root, targets, producers, preset.capabilities, problems)
     problems.extend(find_cycles(targets, producers))
     if problems:
         raise ManifestError(manifest_name, problems)

@@ -165,3 +165,13 @@ def test_status_lines_are_aligned_in_build_order(project: Project) -> None:
     lines = project.run("status").out.splitlines()
     assert lines == ["hero     changed   prompt",
                      "crowned  upstream  input assets/hero.png comes from hero, which will be rebuilt"]
+
+
+def test_a_reader_that_leaves_early_is_not_a_bug(project: Project) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(f"{sys.executable} -m imgbuild schema | head -c 10", shell=True,
+                          capture_output=True, text=True, env=project.env)
+    assert proc.stdout == "{\n  \"$defs\""[:10]
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr

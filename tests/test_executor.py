@@ -109,7 +109,7 @@ def test_missing_key_is_one_line_naming_the_variable(project: Project) -> None:
     project.manifest('[provider]\nname = "openai"\n[images.a]\nprompt = "a"\n')
     env = {"OPENAI_API_KEY": ""}
     result = project.run("build", env=env)
-    assert result.code == 1
+    assert result.code == 2
     assert len(result.err.strip().splitlines()) == 1
     assert "OPENAI_API_KEY" in result.err and "Traceback" not in result.err
     assert not (project.root / "images.lock").exists()

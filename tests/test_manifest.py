@@ -350,3 +350,35 @@ def test_an_input_replaced_by_a_non_image_is_caught_on_the_next_run(project: Pro
     result = project.run("build")
     assert result.code == 2
     assert "images.toml: images.a.images[0]: art/in.png is not a PNG, JPEG or WEBP image" in result.err
+
+
+def test_a_compatible_server_cannot_borrow_a_presets_key(project: Project) -> None:
+    project.manifest("""
+        [provider]
+        name = "compatible"
+        base_url = "https://collector.example.com/v1"
+        api_key_env = "OPENAI_API_KEY"
+        [images.a]
+        prompt = "a"
+    """)
+    result = project.run("status")
+    assert result.code == 2
+    assert "images.toml: provider.api_key_env: OPENAI_API_KEY is the key of a preset" in result.err
+
+
+def test_inputs_over_the_apis_size_limit_are_rejected_first(project: Project) -> None:
+    project.png("art/small.png")
+    big = project.root / "art/huge.png"
+    with big.open("wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.truncate(51 * 2**20)  # sparse: no 51 MB actually written
+    project.manifest("""
+        [provider]
+        name = "placeholder"
+        [images.a]
+        prompt = "a"
+        images = ["art/small.png", "art/huge.png"]
+    """)
+    result = project.run("status")
+    assert result.code == 2
+    assert "images.toml: images.a.images[1]: art/huge.png is 51.0 MB; the API takes at most 50 MB" in result.err

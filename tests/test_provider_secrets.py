@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from apiserver import KEY_ENV, TEST_KEY, ApiServer, Fault, generate, image_request, settings_for
 
-from imgbuild.errors import AuthenticationError, ProviderError
+from imgbuild.errors import AuthenticationError, MissingKey, ProviderError
 from imgbuild.providers import open_provider
 
 pytestmark = pytest.mark.usefixtures("fast_retries")
@@ -82,7 +82,7 @@ def test_the_key_is_in_no_file_the_provider_wrote(api_server: ApiServer, tmp_pat
 def test_a_missing_key_is_one_line_naming_the_variable_before_any_request(
         api_server: ApiServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEY_ENV)
-    with pytest.raises(AuthenticationError) as caught:
+    with pytest.raises(MissingKey) as caught:
         open_provider(settings_for(api_server))
 
     assert KEY_ENV in str(caught.value) and "\n" not in str(caught.value)

@@ -7,7 +7,7 @@ import importlib
 import os
 from dataclasses import dataclass
 
-from ..errors import AuthenticationError, UsageError
+from ..errors import MissingKey, UsageError
 from .base import Capabilities, ImageRequest, ImageResult, Provider, ProviderSettings
 from .rules import AIMLAPI_CAPABILITIES, OPENAI_CAPABILITIES
 
@@ -63,7 +63,7 @@ def open_provider(settings: ProviderSettings) -> Provider:
     """Create the live provider for a build. A missing key is reported here, before any request."""
     preset = PRESETS[settings.preset]
     if settings.api_key_env and not os.environ.get(settings.api_key_env):
-        raise AuthenticationError(
+        raise MissingKey(
             f"no API key: set the environment variable {settings.api_key_env} "
             f"(provider {settings.preset}), or use --provider placeholder to work offline"
         )

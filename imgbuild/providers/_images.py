@@ -13,24 +13,13 @@ import os
 from pathlib import Path
 
 from ..errors import BadResponse
+from ..images import PNG_MAGIC, sniff_format
 
 EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _JPEG_EOI = b"\xff\xd9"
 _TAIL_BYTES = 1024
-
-
-def sniff_format(head: bytes) -> str | None:
-    """png, jpeg or webp by the first bytes, else None."""
-    if head.startswith(_PNG_MAGIC):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return None
 
 
 def sniff_file(path: Path) -> str | None:
