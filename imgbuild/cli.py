@@ -91,21 +91,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(args: argparse.Namespace, event: dict[str, object], line: str, *, summary: bool = False) -> None:
+    """One result: a JSON line with --json, else a plain line (only summaries with -q)."""
+    if args.json:
+        import json
+
+        print(json.dumps(event, sort_keys=True))
+    elif summary or not args.quiet:
+        print(line)
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     project = _project(args)
     removed = project.clean(args.targets)
-    if not args.quiet:
-        for rel in removed:
-            print(f"removed  {rel}")
-        print(f"clean: {len(removed)} file(s) removed; the lock and cache keep them, `imgbuild build` restores them")
+    for rel in removed:
+        _say(args, {"event": "removed", "path": rel}, f"removed  {rel}")
+    _say(args, {"event": "summary", "removed": len(removed)},
+         f"clean: {len(removed)} file(s) removed; the lock and cache keep them, `imgbuild build` restores them",
+         summary=True)
     return 0
 
 
 def cmd_accept(args: argparse.Namespace) -> int:
     project = _project(args)
     for name in project.accept(args.targets):
-        if not args.quiet:
-            print(f"accepted {name}")
+        _say(args, {"event": "accepted", "target": name}, f"accepted {name}")
     return 0
 
 
@@ -124,7 +134,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
             for entry in lock.targets.values():
                 keep.update(o.get("sha256", "") for o in entry.get("outputs", []))
     removed, freed = cache.gc(keep, args.older_than)
-    print(f"gc: removed {removed} object(s), freed {freed / 1e6:.1f} MB from {cache.root}")
+    _say(args, {"event": "summary", "removed": removed, "freed_bytes": freed, "cache": str(cache.root)},
+         f"gc: removed {removed} object(s), freed {freed / 1e6:.1f} MB from {cache.root}", summary=True)
     return 0
 
 

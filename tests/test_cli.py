@@ -175,3 +175,10 @@ def test_a_reader_that_leaves_early_is_not_a_bug(project: Project) -> None:
                           capture_output=True, text=True, env=project.env)
     assert proc.stdout == "{\n  \"$defs\""[:10]
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_clean_speaks_json_too(project: Project) -> None:
+    project.manifest(SIMPLE)
+    project.build()
+    result = project.run("clean", "--json", "hero")
+    assert result.events == [{"event": "removed", "path": "assets/hero.png"}, {"event": "summary", "removed": 1}]

@@ -118,7 +118,7 @@ def translate_errors(ctx: CallContext, *, phase: str) -> Iterator[None]:
 
 
 def _where(ctx: CallContext, phase: str) -> str:
-    return "the image download" if phase == "download" else f"the {ctx.preset} API"
+    return "the image download" if phase == "download" else f"the {ctx.preset} API at {ctx.base_url}"
 
 
 def status_error(ctx: CallContext, response: httpx.Response,
