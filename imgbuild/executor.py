@@ -265,7 +265,7 @@ class Executor:
         self.summary.skipped += 1
         self.reporter.event("skipped", name, why)
 
-    def _fail(self, name: str, error: Exception | str) -> None:
+    def _fail(self, name: str, error: BaseException | str) -> None:
         self.summary.failed += 1
         message = str(error) if isinstance(error, ProviderError) and error.target else f"{name}: {error}"
         self.summary.failures.append(message)

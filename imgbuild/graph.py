@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from .errors import Problem
@@ -40,7 +40,7 @@ def find_cycles(targets: Mapping[str, Target], producers: Mapping[str, str]) -> 
         if state.get(start):
             continue
         # Iterative DFS: manifests with long chains must not hit the recursion limit.
-        stack: list[tuple[str, Iterable[str]]] = [(start, iter(deps[start]))]
+        stack: list[tuple[str, Iterator[str]]] = [(start, iter(deps[start]))]
         path = [start]
         state[start] = 1
         while stack:

@@ -66,7 +66,7 @@ class ProviderTable(_Strict):
     confirm_above: float = Field(
         1.0, ge=0, description="On a terminal, ask before a build estimated above this many USD."
     )
-    prices: Prices = Field(default_factory=Prices, description="Override the cost estimate.")
+    prices: Prices = Field(default_factory=lambda: Prices(), description="Override the cost estimate.")
 
 
 Quality = Literal["low", "medium", "high", "auto"]
@@ -120,8 +120,8 @@ class ManifestFile(_Strict):
     model_config = ConfigDict(extra="forbid", strict=True, title="imgbuild manifest (images.toml)")
 
     out_dir: str = Field("build/images", description="Where targets without output go.")
-    provider: ProviderTable = Field(default_factory=ProviderTable, description="Which API builds the images.")
-    defaults: Params = Field(default_factory=Params, description="Defaults for every target.")
+    provider: ProviderTable = Field(default_factory=lambda: ProviderTable(), description="Which API builds the images.")
+    defaults: Params = Field(default_factory=lambda: Params(), description="Defaults for every target.")
     vars: dict[str, str] = Field(default_factory=dict, description="Values for ${name} in prompts.")
     images: dict[Annotated[str, Field(pattern=TARGET_NAME_PATTERN)], TargetTable] = Field(
         default_factory=dict, description="The targets, by name."

@@ -435,7 +435,7 @@ def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Over
 
     model, tables, problems = validate_shape(raw)
     if model is None:
-        model = ManifestFile()
+        model = ManifestFile.model_validate({})
     settings, preset = resolve_settings(model.provider, overrides, problems)
     resolver = _TargetResolver(model, root, preset.capabilities, problems)
     targets: dict[str, Target] = {}

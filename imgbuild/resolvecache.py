@@ -43,7 +43,7 @@ def _signature(path: str) -> list[int] | None:
 def files_read(resolved: Resolved) -> list[str]:
     """The files resolving read besides the manifest: prompt files, and inputs no target makes."""
     outputs = {o for t in resolved.targets.values() for o in t.outputs}
-    files = set()
+    files: set[str] = set()
     for t in resolved.targets.values():
         files.update(p for p in t.inputs if p not in outputs)
     return sorted(files)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..errors import BadResponse
-from ..images import PNG_MAGIC, sniff_format
+from ..images import sniff_format
 
 EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
