@@ -131,7 +131,7 @@ class Planner:
 
     def _decide(self, name: str) -> Decision:
         target = self.targets[name]
-        forced = name in self.force
+        forced = name in self.force and not target.pinned  # pinned: never a request, -B or not
         digests: dict[str, str] = {}
         for rel in target.images + ((target.mask,) if target.mask else ()):
             digest, pending = self._input_digest(rel)
