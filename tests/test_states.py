@@ -193,7 +193,8 @@ def test_lock_is_deterministic_sorted_and_unchanged_by_no_ops(project: Project) 
 
 
 def test_force_does_not_request_a_pinned_target(project: Project) -> None:
-    _built(project, BASE.replace('prompt = "a knight"', 'prompt = "a knight"\npinned = true'))
+    _built(project)
+    project.manifest(BASE.replace('prompt = "a knight"', 'prompt = "a knight"\npinned = true'))
     result = project.build("-B")
     assert [e["target"] for e in result.events if e["event"] == "built"] == ["crowned"]
     assert result.requests == 1
