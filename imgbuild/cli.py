@@ -55,7 +55,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     reporter.summary(summary)
     if summary.interrupted:
         return 130
-    return 1 if summary.failed else 0
+    return 0 if summary.complete else 1
 
 
 def _confirm(args: argparse.Namespace, project: Project, plan: Plan) -> bool:
@@ -103,9 +103,12 @@ def _say(args: argparse.Namespace, event: dict[str, object], line: str, *, summa
 
 def cmd_clean(args: argparse.Namespace) -> int:
     project = _project(args)
-    removed = project.clean(args.targets)
+    removed, kept = project.clean(args.targets, force=args.force)
     for rel in removed:
         _say(args, {"event": "removed", "path": rel}, f"removed  {rel}")
+    for rel in kept:
+        _say(args, {"event": "kept", "path": rel},
+             f"kept     {rel}: edited by hand (`imgbuild accept` adopts it; clean --force removes it)")
     _say(args, {"event": "summary", "removed": len(removed)},
          f"clean: {len(removed)} file(s) removed; the lock and cache keep them, `imgbuild build` restores them",
          summary=True)
@@ -172,6 +175,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 # -- the parser ----------------------------------------------------------------------------------
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON lines on stdout")
@@ -202,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def build_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("targets", nargs="*", metavar="TARGET")
-        p.add_argument("-j", "--jobs", type=int, metavar="N", help="requests in flight at most")
+        p.add_argument("-j", "--jobs", type=_positive, metavar="N", help="requests in flight at most")
         p.add_argument("-k", "--keep-going", action="store_true",
                        help="after a failure, go on with what does not depend on it")
         p.add_argument("-B", "--force", action="store_true", help="rebuild the named targets (or all) anyway")
@@ -227,9 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = command("clean", cmd_clean, "delete outputs (lock and cache stay: the next build restores them)")
     c.add_argument("targets", nargs="*", metavar="TARGET")
+    c.add_argument("--force", action="store_true", help="also delete outputs edited by hand (their bytes are cached)")
 
     a = command("accept", cmd_accept, "record the outputs on disk as the targets' outputs for their current spec")
     a.add_argument("targets", nargs="+", metavar="TARGET")
+    provider_options(a)
 
     g = command("gc", cmd_gc, "prune cache objects no lock of this machine's recent projects needs")
     g.add_argument("--older-than", type=float, default=30.0, metavar="DAYS",

@@ -49,13 +49,20 @@ class Summary:
     retries: int = 0
     cost_usd: float = 0.0
     interrupted: bool = False
+    not_started: int = 0  # of the skipped: left undone by a stop or the budget (the build is short)
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Every selected target is done, or deliberately left alone (modified, pinned)."""
+        return not (self.failed or self.not_started or self.interrupted)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "built": self.built, "restored": self.restored, "failed": self.failed,
             "skipped": self.skipped, "up_to_date": self.up_to_date, "requests": self.requests,
             "retries": self.retries, "cost_usd": round(self.cost_usd, 6), "interrupted": self.interrupted,
+            "not_started": self.not_started,
         }
 
 
@@ -228,7 +235,7 @@ class Executor:
             self._fail(name, decision.reason)
             return False
         if self.stopping:
-            self._skip(name, "not started (the build is stopping)")
+            self._skip(name, "not started (the build is stopping)", started=False)
             return False
         if decision.action is Action.RESTORE:
             await asyncio.to_thread(self._restore, decision)
@@ -238,7 +245,7 @@ class Executor:
             return True
         limit = self.options.max_cost_usd
         if limit is not None and self.summary.cost_usd + self._in_flight_usd + decision.estimate_usd > limit:
-            self._skip(name, f"not started: it could take spending past --max-cost ${limit:.2f}")
+            self._skip(name, f"not started: it could take spending past --max-cost ${limit:.2f}", started=False)
             return False
         try:
             request = self._make_request(decision)
@@ -261,23 +268,30 @@ class Executor:
         )
         self.lock_writer.changed()
 
-    def _skip(self, name: str, why: str) -> None:
+    def _skip(self, name: str, why: str, *, started: bool = True) -> None:
         self.summary.skipped += 1
+        if not started:
+            self.summary.not_started += 1
         self.reporter.event("skipped", name, why)
 
     def _fail(self, name: str, error: BaseException | str) -> None:
         self.summary.failed += 1
-        message = str(error) if isinstance(error, ProviderError) and error.target else f"{name}: {error}"
+        text = str(error) or type(error).__name__
+        message = text if isinstance(error, ProviderError) and error.target else f"{name}: {text}"
         self.summary.failures.append(message)
-        self.reporter.event("failed", name, str(error))
+        self.reporter.event("failed", name, message)
         if not self.options.keep_going:
             self.stopping = True
 
     # -- restore -------------------------------------------------------------------------------
 
     def _restore(self, decision: Decision) -> None:
+        """Copy a run's outputs from the cache; record them in the lock under the decision's spec
+        (a pinned target's missing outputs, restored with no spec, leave its lock entry alone)."""
         assert decision.run is not None
         target = self.project.targets[decision.name]
+        if decision.sources:
+            self._cache_sources(decision.sources)
         outputs = []
         for rel, info in zip(target.outputs, decision.run.outputs):
             if self.project.stats.digest(rel) != info.sha256:
@@ -285,9 +299,23 @@ class Executor:
                 self.project.stats.record(rel, info.sha256)
             self.project.cache.touch(info.sha256)
             outputs.append((rel, info))
+        if decision.spec is None:
+            return
         run = decision.run
         entry = lock_entry(decision, outputs, run.provider, run.cost_usd, run.built_at or utc_now())
         self.project.lock.set(decision.name, entry)
+
+    def _cache_sources(self, sources: dict[str, str]) -> None:
+        staging = self.project.cache.staging_dir()
+        try:
+            for sha, rel in sources.items():
+                if not self.project.cache.has(sha):
+                    copy = staging / sha
+                    shutil.copyfile(self.project.root / rel, copy)
+                    if self.project.cache.put_file(copy).sha256 != sha:
+                        raise ValueError(f"{rel} changed while it was being restored from; build again")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -56,7 +56,10 @@ class Lock:
                 "(outputs on disk and in the cache are restored for free)"
             ) from None
         version = parsed.get("version")
-        if not isinstance(version, int) or version > LOCK_VERSION:
+        if not isinstance(version, int):
+            raise StateFileError(f"{path.name}: no format version: not an imgbuild lock? Delete it to start over "
+                                 "(outputs on disk and in the cache are restored for free)")
+        if version > LOCK_VERSION:
             raise StateFileError(
                 f"{path.name}: format version {version} is newer than this imgbuild understands "
                 f"({LOCK_VERSION}); upgrade imgbuild"

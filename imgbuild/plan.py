@@ -8,12 +8,13 @@ still have their recorded (size, mtime) is ``ok`` without hashing a byte.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from .cache import LocalCache, RunRecord
+from .cache import LocalCache, OutputInfo, RunRecord
 from .pricing import estimate_usd
 from .spec import InputRef, Spec, changed_fields
 
@@ -53,6 +54,9 @@ class Decision:
     estimate_usd: float = 0.0  # for REQUEST and WAIT
     # The digests the outputs will have once this target is done; None where unknown yet.
     promised: tuple[str | None, ...] = ()
+    # Locked bytes the cache lacks but a file in the project still holds (sha256 → path), e.g. a
+    # fresh checkout without the cache after an output was renamed: RESTORE caches them first.
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def reason(self) -> str:
@@ -152,9 +156,7 @@ class Planner:
         reasons = changed_fields(entry, spec) if entry is not None else []
         state = State.CHANGED if entry is not None else State.NEW
         if target.pinned:
-            why = reasons if entry is not None else ["not built yet"]
-            return Decision(name, State.PINNED, Action.SKIP, [*why, "pinned: left alone"], spec,
-                            promised=_promise_existing(on_disk, entry))
+            return self._pinned(target, entry, reasons, on_disk)
         known = _locked_digests(entry)
         hand_made = [o for o, d in zip(target.outputs, on_disk)
                      if d is not None and d not in known and not self.cache.has(d)]
@@ -202,17 +204,51 @@ class Planner:
                 problems.append(f"{out} differs from the lock")
         if not problems:  # same bytes, output paths renamed in the manifest: rewrite the lock only
             problems.append("output paths changed")
-        if all(d and self.cache.has(d) for d in locked):
-            from .cache import OutputInfo
-
-            outs = entry.get("outputs", [])
-            run = RunRecord(
-                [OutputInfo(o["sha256"], o.get("bytes", 0), o.get("width", 0), o.get("height", 0), None) for o in outs],
-                entry.get("provider", ""), entry.get("cost_usd"), entry.get("built_at", ""),
-            )
-            return Decision(name, State.RESTORE, Action.RESTORE, problems, spec, run, promised=tuple(locked))
+        run, sources = self._locked_run(entry)
+        if run is not None:
+            return Decision(name, State.RESTORE, Action.RESTORE, problems, spec, run, promised=tuple(locked),
+                            sources=sources)
+        if target.pinned:
+            return Decision(name, State.PINNED, Action.SKIP, [*problems, "not in the cache; pinned: left alone"],
+                            spec, promised=on_disk)
         return Decision(name, State.CHANGED, Action.REQUEST, [*problems, "and not in the cache"], spec,
                         estimate_usd=self.estimate(target), promised=(None,) * len(target.outputs))
+
+    def _locked_run(self, entry: Mapping[str, Any]) -> tuple[RunRecord | None, dict[str, str]]:
+        """The locked outputs as a run to restore, if their bytes can be had: from the cache, or
+        from a file in the project that still holds them (a path the lock names)."""
+        outputs, sources = [], {}
+        for o in entry.get("outputs", []):
+            sha, path = o.get("sha256"), o.get("path")
+            if not sha:
+                return None, {}
+            if not self.cache.has(sha):
+                inside = isinstance(path, str) and not os.path.isabs(path) and not os.path.normpath(path).startswith("..")
+                if not (inside and self.stats.digest(path) == sha):
+                    return None, {}
+                sources[sha] = path
+            outputs.append(OutputInfo(sha, o.get("bytes", 0), o.get("width", 0), o.get("height", 0), None))
+        if not outputs:
+            return None, {}
+        return RunRecord(outputs, entry.get("provider", ""), entry.get("cost_usd"), entry.get("built_at", "")), sources
+
+    def _pinned(self, target: Target, entry: Mapping[str, Any] | None, reasons: list[str],
+                on_disk: tuple[str | None, ...]) -> Decision:
+        """A pinned target whose spec changed: never a request. Missing outputs come back as they
+        were locked (the lock entry itself stays as it is)."""
+        name = target.name
+        if entry is None:
+            return Decision(name, State.PINNED, Action.SKIP, ["not built yet; pinned: left alone"],
+                            promised=on_disk)
+        locked = [o.get("sha256") for o in entry.get("outputs", [])]
+        why = [*reasons, "pinned: left alone"]
+        only_missing = len(locked) == len(on_disk) and all(d is None or d == w for d, w in zip(on_disk, locked))
+        if only_missing and None in on_disk:
+            run, sources = self._locked_run(entry)
+            if run is not None:
+                return Decision(name, State.PINNED, Action.RESTORE, [*reasons, "pinned: locked outputs restored"],
+                                None, run, promised=tuple(locked), sources=sources)
+        return Decision(name, State.PINNED, Action.SKIP, why, promised=_promise_existing(on_disk, entry))
 
 
 def _locked_digests(entry: Mapping[str, Any] | None) -> set[str]:

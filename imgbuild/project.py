@@ -8,11 +8,12 @@ import dataclasses
 import difflib
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import LocalCache, RunRecord
+from .cache import LocalCache
 from .errors import ManifestError, ProjectBusy, UsageError
 from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry, utc_now
 from .graph import closure, dependencies, producers_of, topological_order
@@ -24,6 +25,7 @@ from .statcache import StatCache
 from .ui import Reporter
 
 STATE_DIR = ".imgbuild"
+LOCK_WAIT_S = 3600.0  # how long a build waits for another build of the same project
 
 
 @dataclass
@@ -141,7 +143,10 @@ class Project:
         reporter = reporter or Reporter()
         plan = self.plan(names, force=options.force)
         check_budget(plan.decisions, options.max_cost_usd)
-        if not plan.has_work:
+        # Entries of targets no longer in the manifest go on a full build, so that the lock says
+        # what the manifest builds (and gc may prune what only they kept).
+        gone = sorted(set(self.lock.targets) - set(self.targets)) if not names else []
+        if not plan.has_work and not gone:
             self._save_copies()
             return Summary(up_to_date=len(plan.decisions))
         if confirm is not None and not confirm(plan):
@@ -154,6 +159,8 @@ class Project:
                 plan = self.plan(names, force=options.force)
             if plan.estimate_usd and any(d.action is Action.REQUEST for d in plan.decisions):
                 self._open_provider_check()
+            for name in gone:
+                self.lock.remove(name)
             self.cache.register_project(self.root)
             self._save_copies()
             jobs = options.jobs or self.settings.concurrency
@@ -208,14 +215,18 @@ class Project:
             return False
 
     @staticmethod
-    def _acquire(lock) -> None:  # type: ignore[no-untyped-def]
+    def _busy(lock) -> ProjectBusy:  # type: ignore[no-untyped-def]
+        return ProjectBusy("another imgbuild build of this project has run for an hour; "
+                           f"if none is running, delete {lock.lock_file}")
+
+    @classmethod
+    def _acquire(cls, lock) -> None:  # type: ignore[no-untyped-def]
         from filelock import Timeout
 
         try:
-            lock.acquire(timeout=3600)
+            lock.acquire(timeout=LOCK_WAIT_S)
         except Timeout:
-            raise ProjectBusy("another imgbuild build of this project has run for an hour; "
-                              f"if none is running, delete {lock.lock_file}") from None
+            raise cls._busy(lock) from None
 
     @contextlib.contextmanager
     def _run_lock(self, reporter: Reporter) -> Iterator[None]:
@@ -229,9 +240,20 @@ class Project:
 
     @contextlib.asynccontextmanager
     async def _arun_lock(self, reporter: Reporter) -> AsyncIterator[None]:
+        from filelock import Timeout
+
         lock = self._file_lock()
         if not self._wait_for(lock, reporter):
-            await asyncio.to_thread(self._acquire, lock)  # the loop (watch, Ctrl-C) stays live
+            # Poll, so that the loop stays live while we wait: Ctrl-C, and watch's own events.
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                await asyncio.sleep(0.1)
+                try:
+                    lock.acquire(timeout=0)
+                    break
+                except Timeout:
+                    if time.monotonic() > deadline:
+                        raise self._busy(lock) from None
         try:
             yield
         finally:
@@ -239,20 +261,44 @@ class Project:
 
     # -- clean and accept ----------------------------------------------------------------------
 
-    def clean(self, names: Sequence[str] = ()) -> list[str]:
-        """Delete the outputs of the named targets (default: all). Lock and cache stay."""
+    def clean(self, names: Sequence[str] = (), *, force: bool = False) -> tuple[list[str], list[str]]:
+        """Delete the outputs of the named targets (default: all); returns (removed, kept).
+
+        Nothing is lost: bytes the cache lacks (a checkout that came without it) are put in it
+        first, so the next build restores them for free. An output edited by hand (neither the
+        locked bytes nor any imgbuild made) is kept unless ``force``; even then its bytes are
+        cached first."""
         selected = list(names) if names else self.order
         self.select(selected)
-        removed = []
-        for name in selected:
-            for rel in self.targets[name].outputs:
-                path = self.root / rel
-                if path.exists():
-                    path.unlink()
+        removed: list[str] = []
+        kept: list[str] = []
+        with self._run_lock(Reporter()):
+            for name in selected:
+                entry = self.lock.get(name) or {}
+                locked = {o.get("sha256") for o in entry.get("outputs", [])}
+                for rel in self.targets[name].outputs:
+                    digest = self.stats.digest(rel)
+                    if digest is None:
+                        continue
+                    if digest not in locked and not self.cache.has(digest) and not force:
+                        kept.append(rel)
+                        continue
+                    if not self.cache.has(digest):
+                        self._cache_copy(rel)
+                    (self.root / rel).unlink()
+                    self.stats.forget(rel)
                     removed.append(rel)
-                self.stats.forget(rel)
-        self.stats.save()
-        return removed
+            self.stats.save()
+        return removed, kept
+
+    def _cache_copy(self, rel: str) -> None:
+        staging = self.cache.staging_dir()
+        try:
+            copy = staging / "copy"
+            shutil.copyfile(self.root / rel, copy)  # the cache takes the copy; the file stays
+            self.cache.put_file(copy)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def accept(self, names: Sequence[str]) -> list[str]:
         """Record the outputs now on disk as the named targets' outputs for their current spec.
@@ -272,6 +318,10 @@ class Project:
         name = decision.name
         if decision.spec is None:
             raise UsageError(f"{name}: an input comes from a target that must be built first; build it, then accept")
+        entry = self.lock.get(name) or {}
+        if str(entry.get("model", "")).startswith("placeholder:") and self.settings.preset != "placeholder":
+            raise UsageError(f"{name} was last built by the placeholder provider: a stand-in never passes for a "
+                             "real image; accept it with --provider placeholder, or build it for real")
         target = self.targets[name]
         missing = [o for o in target.outputs if not (self.root / o).exists()]
         if missing:
@@ -287,9 +337,9 @@ class Project:
                 outputs.append((rel, info))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        record = RunRecord([o for _, o in outputs], "accepted", None, utc_now())
-        self.cache.put_run(decision.spec.digest, record)
-        self.lock.set(name, lock_entry(decision, outputs, "accepted", None, record.built_at))
+        # Into the lock and the objects, not the run cache: a person's touch-up is this project's
+        # answer to the spec, not what the API returned for it anywhere else.
+        self.lock.set(name, lock_entry(decision, outputs, "accepted", None, utc_now()))
 
 
 def load_project(root: str | os.PathLike[str] = ".", manifest: str = "images.toml", **kw: object) -> Project:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ManifestError, Problem
+from .errors import ManifestError, Problem, UsageError
 from .images import sniff_format
 from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN, ManifestFile, TargetTable
 from .providers import PRESETS, Preset
@@ -111,8 +111,11 @@ def _pydantic_problems(exc: Any, prefix: tuple[Any, ...] = ()) -> list[Problem]:
     return problems
 
 
-def validate_shape(raw: dict[str, Any]) -> tuple[ManifestFile | None, dict[str, TargetTable], list[Problem]]:
-    """Pydantic's pass. Returns the model, the targets that validated, and the problems."""
+def validate_shape(
+    raw: dict[str, Any], dropped: dict[str, set[str]]
+) -> tuple[ManifestFile | None, dict[str, TargetTable], list[Problem]]:
+    """Pydantic's pass. Returns the model, the targets that validated (some only in part: the
+    fields left out are in ``dropped``), and the problems."""
     from pydantic import ValidationError
 
     try:
@@ -147,15 +150,23 @@ def validate_shape(raw: dict[str, Any]) -> tuple[ManifestFile | None, dict[str, 
             targets[name] = TargetTable.model_validate(table)
         except ValidationError as exc:
             problems.extend(_pydantic_problems(exc, ("images", name)))
+            # Check the rest of the target too: drop the broken fields and validate again.
+            broken = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+            rest = {k: v for k, v in table.items() if k not in broken} if isinstance(table, dict) else {}
+            try:
+                partial = TargetTable.model_validate(rest)
+            except ValidationError:
+                continue
+            targets[name] = partial
+            dropped[name] = broken
     return ManifestFile.model_construct(**parts), targets, problems
 
 
 def resolve_settings(table: Any, overrides: Overrides, problems: list[Problem]) -> tuple[ProviderSettings, Preset]:
     """The provider for this build: command line and environment win over the manifest."""
     name = overrides.provider or table.name
-    if name not in PRESETS:
-        problems.append(Problem("provider.name", f"{name!r} is not a preset ({', '.join(PRESETS)})"))
-        name = "placeholder"
+    if name not in PRESETS:  # only the environment can say this: the CLI and the model check theirs
+        raise UsageError(f"IMGBUILD_PROVIDER={name!r} is not a preset ({', '.join(PRESETS)})")
     preset = PRESETS[name]
     if table.base_url and table.name in ("openai", "aimlapi"):
         # The key of a preset must never be sent where the manifest says (SPEC §7).
@@ -244,6 +255,7 @@ class _TargetResolver:
         self.problems = problems
         self.paths = _Paths(root)
         self.defaults = model.defaults.model_dump(exclude_none=True)
+        self.declared: dict[str, Declared] = {}
         out_dir = self.paths.confine(model.out_dir)
         if out_dir is None:
             problems.append(Problem("out_dir", f"{model.out_dir} is outside the project folder"))
@@ -258,17 +270,21 @@ class _TargetResolver:
             self.problem(where, f"{value} is outside the project folder (paths are relative to {self.root.name}/)")
         return rel
 
-    def resolve(self, name: str, table: TargetTable) -> Target | None:
+    def resolve(self, name: str, table: TargetTable, dropped: set[str]) -> Target | None:
+        """The target, or None if it has a problem (reported). Either way, what it declares —
+        outputs, inputs, size — is recorded for the checks across targets."""
         at = f"images.{name}"
         before = len(self.problems)
         given = table.model_dump(exclude_none=True)
         merged = {**self.defaults, **given}
 
-        prompt = self._prompt(at, table)
+        prompt = None if dropped & {"prompt", "prompt_file"} else self._prompt(at, table)
         fmt = self._format(at, merged, table)
         output = table.output
         if output is not None:
             output = self.path(f"{at}.output", output)
+            if output is not None and os.path.isdir(self.root / output):
+                self.problem(f"{at}.output", f"{output} is a folder")
         else:
             output = f"{self.out_dir}/{name}{FORMAT_EXTENSION.get(fmt, '.png')}"
 
@@ -282,7 +298,7 @@ class _TargetResolver:
 
         images = tuple(filter(None, (self.path(f"{at}.images[{i}]", p) for i, p in enumerate(table.images or ()))))
         mask = self.path(f"{at}.mask", table.mask) if table.mask is not None else None
-        if table.mask is not None and not table.images:
+        if table.mask is not None and not table.images and "images" not in dropped:
             self.problem(f"{at}.mask", "a mask needs images (it applies to the first input)")
         if len(images) > self.caps.max_images:
             self.problem(f"{at}.images", f"{len(images)} inputs; at most {self.caps.max_images}")
@@ -290,11 +306,16 @@ class _TargetResolver:
         extra = merged.get("extra", {})
         for key in sorted(set(extra) & OWN_FIELDS):
             self.problem(f"{at}.extra.{key}", "imgbuild sets this field itself; use the target's own field")
+        for key, value in extra.items():
+            if not _plain(value):
+                self.problem(f"{at}.extra.{key}", "only strings, numbers, booleans, arrays and tables can be "
+                                                  "sent; quote a date or time as a string")
 
-        if len(self.problems) > before or prompt is None or output is None:
-            return None
         n = params["n"]
-        outputs = (output,) if n == 1 else tuple(_numbered(output, i) for i in range(1, n + 1))
+        outputs = () if output is None else (output,) if n == 1 else tuple(_numbered(output, i) for i in range(1, n + 1))
+        self.declared[name] = Declared(outputs, images, mask, params["size"])
+        if len(self.problems) > before or dropped or prompt is None or output is None:
+            return None
         return Target(
             name=name, prompt=prompt, params=params, outputs=outputs, images=images, mask=mask,
             prompt_file=self.paths.confine(table.prompt_file) if table.prompt_file else None,
@@ -360,20 +381,42 @@ class _TargetResolver:
             )
 
 
+@dataclass(frozen=True)
+class Declared:
+    """What a target declares, even when it has problems: the checks across targets use it."""
+
+    outputs: tuple[str, ...]
+    images: tuple[str, ...]
+    mask: str | None
+    size: str
+
+
+def _plain(value: Any) -> bool:
+    """JSON-like: what a request body can carry (TOML dates and times cannot)."""
+    if isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
 def _numbered(path: str, i: int) -> str:
     stem, ext = os.path.splitext(path)
     return f"{stem}-{i}{ext}"
 
 
-def check_files(root: Path, targets: dict[str, Target], producers: dict[str, str], caps: Capabilities,
-                problems: list[Problem]) -> None:
-    """Inputs exist (or a target makes them), are images by their bytes and not too large; masks fit."""
-    for name, target in targets.items():
+def check_files(root: Path, declared: dict[str, Declared], caps: Capabilities, problems: list[Problem]) -> None:
+    """Inputs exist (or a target makes them), are images by their bytes and not too large; masks
+    fit. Every target is checked, also those with other problems, against every declared output."""
+    producers = {out: name for name, d in declared.items() for out in d.outputs}
+    for name, d in declared.items():
         at = f"images.{name}"
-        for i, rel in enumerate(target.images):
+        for i, rel in enumerate(d.images):
             _check_image(root, rel, f"{at}.images[{i}]", producers, problems, caps.max_image_bytes)
-        if target.mask:
-            _check_mask(root, targets, target, producers, problems, caps.max_mask_bytes)
+        if d.mask:
+            _check_mask(root, name, declared, producers, problems, caps.max_mask_bytes)
 
 
 def _check_image(root: Path, rel: str, where: str, producers: dict[str, str], problems: list[Problem],
@@ -399,30 +442,37 @@ def _check_image(root: Path, rel: str, where: str, producers: dict[str, str], pr
     return fmt
 
 
-def _check_mask(
-    root: Path, targets: dict[str, Target], target: Target, producers: dict[str, str], problems: list[Problem],
-    max_bytes: int,
-) -> None:
-    where = f"images.{target.name}.mask"
-    rel = target.mask or ""
+def _check_mask(root: Path, name: str, declared: dict[str, Declared], producers: dict[str, str],
+                problems: list[Problem], max_bytes: int) -> None:
+    where = f"images.{name}.mask"
+    d = declared[name]
+    rel = d.mask or ""
     fmt = _check_image(root, rel, where, producers, problems, max_bytes)
-    if rel in producers:
+    if rel in producers or fmt is None:
         return
-    if fmt is not None and fmt != "png":
+    if fmt != "png":
         problems.append(Problem(where, f"{rel} is {fmt}; a mask must be a PNG with an alpha channel"))
-        return
-    if fmt is None:
         return
     from .images import image_info
 
-    info = image_info(root / rel)
+    try:
+        info = image_info(root / rel)
+    except ValueError:
+        problems.append(Problem(where, f"{rel} is not a readable PNG (truncated or corrupt?)"))
+        return
     if not info.has_alpha:
         problems.append(Problem(where, f"{rel} has no alpha channel (transparent pixels mark where to edit)"))
-    first = target.images[0]
+    if not d.images:
+        return
+    first = d.images[0]
+    wh: tuple[int, int] | None = None
     if first in producers:
-        wh = parse_size(targets[producers[first]].params["size"]) if producers[first] in targets else None
-    else:
-        wh = image_info(root / first).size if (root / first).exists() else None
+        wh = parse_size(declared[producers[first]].size)
+    elif (root / first).exists():
+        try:
+            wh = image_info(root / first).size
+        except ValueError:
+            problems.append(Problem(f"images.{name}.images[0]", f"{first} is not a readable image (truncated or corrupt?)"))
     if wh and wh != info.size:
         problems.append(Problem(
             where, f"{rel} is {info.size[0]}x{info.size[1]} but the first input {first} is {wh[0]}x{wh[1]}"
@@ -433,19 +483,20 @@ def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Over
     """Validate and resolve a parsed manifest completely; raise ManifestError with every problem."""
     from .graph import find_cycles, producers_of
 
-    model, tables, problems = validate_shape(raw)
+    dropped: dict[str, set[str]] = {}
+    model, tables, problems = validate_shape(raw, dropped)
     if model is None:
         model = ManifestFile.model_validate({})
     settings, preset = resolve_settings(model.provider, overrides, problems)
     resolver = _TargetResolver(model, root, preset.capabilities, problems)
     targets: dict[str, Target] = {}
     for name, table in tables.items():
-        target = resolver.resolve(name, table)
+        target = resolver.resolve(name, table, dropped.get(name, set()))
         if target is not None:
             targets[name] = target
     producers, clashes = producers_of(targets)
     problems.extend(clashes)
-    check_files(root, targets, producers, preset.capabilities, problems)
+    check_files(root, resolver.declared, preset.capabilities, problems)
     problems.extend(find_cycles(targets, producers))
     if problems:
         raise ManifestError(manifest_name, problems)

@@ -142,7 +142,14 @@ class LiveReporter(Reporter):
         self.in_flight: dict[str, float] = {}
         self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=4,
                          transient=True, redirect_stdout=False, redirect_stderr=False)
-        self.live.start()
+        self._started = False
+
+    def _start(self) -> None:
+        # Started with the first event, not before: a question asked before the build (confirm_above)
+        # must not be repainted away.
+        if not self._started:
+            self._started = True
+            self.live.start()
 
     def _render(self) -> Any:
         from rich.text import Text
@@ -154,10 +161,12 @@ class LiveReporter(Reporter):
         return Text("\n".join(lines), style="dim")
 
     def _print(self, line: str, *, stream: IO[str] | None = None) -> None:
+        self._start()
         style = "red" if line.startswith("failed") else "yellow" if line.startswith("warning") else None
         self.console.print(line, style=style, markup=False, highlight=False)
 
     def event(self, kind: str, name: str, detail: str = "", **fields: Any) -> None:
+        self._start()
         if kind == "started":
             self.in_flight[name] = time.monotonic()
             self.live.refresh()
@@ -168,11 +177,13 @@ class LiveReporter(Reporter):
 
     def landed(self, name: str) -> None:
         """Take a target off the in-flight view without printing a line for it."""
+        self._start()
         self.in_flight.pop(name, None)
         self.live.refresh()
 
     def close(self) -> None:
-        self.live.stop()
+        if self._started:
+            self.live.stop()
 
 
 def make_reporter(*, json_lines: bool, quiet: bool) -> Reporter:

@@ -180,3 +180,32 @@ def test_a_second_build_waits_for_the_first_and_then_has_nothing_to_do(project: 
     assert any(e["event"] == "warning" and "another imgbuild build of this project is running" in e["message"]
                for e in second.events)
     assert second.requests == 0
+
+
+def test_a_failure_line_names_its_target(project: Project) -> None:
+    _failing(project)
+    result = project.run("build", "-j", "1")
+    assert "failed    b-bad: mask art/mask.png is 1536x1024" in result.err
+
+
+def test_jobs_must_be_positive(project: Project) -> None:
+    _failing(project)
+    assert project.run("build", "-j", "0").code == 2
+
+
+def test_ctrl_c_while_waiting_for_another_build_ends_the_wait(project: Project) -> None:
+    _slow_manifest(project, 2)
+    first = _start(project, "6")
+    _read_until_started(first, 2)
+    second = _start(project, "6")
+    assert second.stdout is not None
+    line = json.loads(second.stdout.readline())
+    assert "another imgbuild build of this project is running" in line["message"]
+    started = time.monotonic()
+    second.send_signal(signal.SIGINT)
+    second.communicate(timeout=30)
+    assert second.returncode == 130
+    assert time.monotonic() - started < 3
+    first.send_signal(signal.SIGINT)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=30)

@@ -104,6 +104,14 @@ def _on_a_terminal(project: Project, env: dict[str, str], *args: str, answer: by
         except OSError:
             break
     if b"[y/N]" in seen:
+        # The question must stay on screen: nothing may repaint over it while it waits.
+        import select
+
+        time.sleep(0.6)
+        waiting = b""
+        while select.select([leader], [], [], 0.1)[0]:
+            waiting += os.read(leader, 4096)
+        assert b"\x1b[2K" not in waiting, waiting
         os.write(leader, answer)
     while proc.poll() is None and time.monotonic() < deadline:
         try:
@@ -124,4 +132,19 @@ def test_on_a_terminal_a_build_over_confirm_above_asks_first(start_api_server: A
     assert server.api_requests() == []
     code, screen = _on_a_terminal(project, _env(server, "openai"), "--yes", answer=b"")
     assert code == 0 and "[y/N]" not in screen
+    assert len(server.api_requests()) == 2
+
+
+def test_targets_left_undone_by_the_budget_make_the_build_fail(start_api_server: Any, project: Project) -> None:
+    server = start_api_server("openai")
+    # Estimates of $0.001 each, while the server's usage prices each image at some cents.
+    body = '[provider]\nname = "openai"\n[provider.prices]\nper_image = 0.001\n'
+    body += "".join(f'[images.t{i}]\nprompt = "picture {i}"\n' for i in range(4))
+    project.manifest(body)
+    result = project.build("-j", "1", "--max-cost", "0.05", env=_env(server, "openai"))
+    assert result.code == 1
+    summary = result.summary
+    assert summary["built"] == 2 and summary["not_started"] == 2 and summary["skipped"] == 2
+    skipped = [e["detail"] for e in result.events if e["event"] == "skipped"]
+    assert all("--max-cost $0.05" in d for d in skipped)
     assert len(server.api_requests()) == 2

@@ -382,3 +382,67 @@ def test_inputs_over_the_apis_size_limit_are_rejected_first(project: Project) ->
     result = project.run("status")
     assert result.code == 2
     assert "images.toml: images.a.images[1]: art/huge.png is 51.0 MB; the API takes at most 50 MB" in result.err
+
+
+def test_one_mistake_in_a_target_does_not_hide_its_others_or_confuse_its_users(project: Project) -> None:
+    project.manifest("""
+        [provider]
+        name = "placeholder"
+        [images.a]
+        prompt = "a"
+        size = "1000x1000"
+        output = "a.png"
+        [images.b]
+        prompt = "b"
+        images = ["a.png"]
+        [images.c]
+        prompt = "c"
+        output = "c.gif"
+        images = ["missing.png"]
+        [images.d]
+        prompt = "d"
+        n = 11
+        output = "d.png"
+        output_format = "jpeg"
+    """)
+    lines = project.run("status").err.strip().splitlines()
+    assert sorted(lines) == sorted([
+        "images.toml: images.a.size: 1000x1000 is not a multiple of 16",
+        "images.toml: images.c.output: c.gif: the extension must be .png, .jpg, .jpeg or .webp",
+        "images.toml: images.c.images[0]: missing.png does not exist and no target makes it",
+        "images.toml: images.d.n: 11: input should be less than or equal to 10",
+        "images.toml: images.d.output_format: jpeg contradicts the output's extension .png",
+    ])
+
+
+def test_inputs_that_would_crash_are_located_problems(project: Project) -> None:
+    project.png("art/in.png", size=(1024, 1024))
+    (project.root / "art/trunc.png").write_bytes(b"\x89PNG\r\n\x1a\n0000000000")
+    (project.root / "dir.png").mkdir()
+    project.manifest("""
+        [provider]
+        name = "placeholder"
+        [images.a]
+        prompt = "a"
+        images = ["art/in.png"]
+        mask = "art/trunc.png"
+        [images.b]
+        prompt = "b"
+        output = "dir.png"
+        [images.c]
+        prompt = "c"
+        extra = { when = 1979-05-27 }
+    """)
+    result = project.run("status")
+    assert result.code == 2, result.err
+    assert "images.toml: images.a.mask: art/trunc.png is not a readable PNG" in result.err
+    assert "images.toml: images.b.output: dir.png is a folder" in result.err
+    assert "images.toml: images.c.extra.when: only strings, numbers" in result.err
+
+
+def test_an_unknown_provider_in_the_environment_is_a_usage_error(project: Project) -> None:
+    project.manifest('[images.a]\nprompt = "a"\n')
+    result = project.run("status", env={"IMGBUILD_PROVIDER": "OpenAI"})
+    assert result.code == 2
+    assert result.err.strip() == ("error: IMGBUILD_PROVIDER='OpenAI' is not a preset "
+                                  "(openai, aimlapi, compatible, placeholder)")

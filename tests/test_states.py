@@ -198,3 +198,87 @@ def test_force_does_not_request_a_pinned_target(project: Project) -> None:
     result = project.build("-B")
     assert [e["target"] for e in result.events if e["event"] == "built"] == ["crowned"]
     assert result.requests == 1
+
+
+def test_clean_keeps_an_output_edited_by_hand_unless_forced(project: Project) -> None:
+    _built(project)
+    project.png("assets/hero.png", size=(1024, 1024), color=(0, 255, 0, 255))
+    touched = project.read("assets/hero.png")
+    result = project.run("clean")
+    assert result.code == 0
+    assert "kept     assets/hero.png: edited by hand" in result.out
+    assert project.read("assets/hero.png") == touched
+    assert not (project.root / "assets/crowned.png").exists()
+    assert project.run("clean", "--force").code == 0
+    assert not (project.root / "assets/hero.png").exists()
+    import hashlib
+
+    digest = hashlib.sha256(touched).hexdigest()  # even forced, the bytes went to the cache first
+    assert (project.cache / "objects" / digest[:2] / digest[2:]).exists()
+
+
+def test_clean_in_a_checkout_without_the_cache_loses_nothing(make_project) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    original = _built(make_project("original"))
+    clone = make_project("clone", cache="empty-cache")
+    shutil.copytree(original.root, clone.root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".imgbuild"))
+    assert clone.run("clean").code == 0
+    result = clone.build()
+    assert result.requests == 0 and result.summary["restored"] == 2
+    assert clone.read("assets/hero.png") == original.read("assets/hero.png")
+
+
+def test_a_renamed_output_in_a_checkout_without_the_cache_is_taken_from_its_old_path(make_project) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    original = _built(make_project("original"))
+    clone = make_project("clone", cache="empty-cache")
+    shutil.copytree(original.root, clone.root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".imgbuild"))
+    clone.manifest(BASE.replace('output = "assets/crowned.png"', 'output = "assets/crowned-v2.png"'))
+    result = clone.build()
+    assert result.requests == 0 and result.summary["restored"] == 1
+    assert clone.read("assets/crowned-v2.png") == original.read("assets/crowned.png")
+
+
+def test_accept_refuses_a_placeholder_render_under_a_real_model(project: Project) -> None:
+    project.manifest(BASE.replace('name = "placeholder"', 'name = "openai"'))
+    assert project.build("--provider", "placeholder").code == 0
+    project.png("assets/hero.png", size=(1024, 1024), color=(0, 255, 0, 255))
+    refused = project.run("accept", "hero")
+    assert refused.code == 2 and "placeholder provider" in refused.err
+    assert project.run("accept", "hero", "--provider", "placeholder").code == 0
+    assert project.run("check", "--provider", "placeholder").code == 1  # crowned now depends on it
+    assert project.run("check").code == 1
+
+
+def test_a_pinned_target_whose_outputs_are_gone_and_uncached_makes_no_request(make_project) -> None:  # type: ignore[no-untyped-def]
+    original = _built(make_project("original"))
+    original.manifest(BASE.replace('prompt = "a knight"', 'prompt = "a knight"\npinned = true'))
+    (original.root / "assets/hero.png").unlink()
+    import shutil
+
+    shutil.rmtree(original.cache)
+    state, reason = _states(original)["hero"]
+    assert state == "pinned" and "pinned: left alone" in reason
+    assert original.build().requests == 0
+
+
+def test_a_pinned_target_with_a_changed_spec_gets_its_locked_outputs_back(project: Project) -> None:
+    _built(project)
+    before = project.read("assets/hero.png")
+    project.manifest(BASE.replace('prompt = "a knight"', 'prompt = "a dragon"\npinned = true'))
+    project.run("clean", "hero")
+    result = project.build()
+    assert result.requests == 0
+    assert project.read("assets/hero.png") == before
+    assert project.lock()["targets"]["hero"]["prompt"] == "a knight"  # the lock still says what it is
+    assert _states(project)["hero"][0] == "pinned"
+
+
+def test_a_full_build_drops_lock_entries_of_removed_targets(project: Project) -> None:
+    _built(project)
+    project.manifest(BASE.replace("[images.crowned]", "[images.crowned-v2]"))
+    result = project.build()
+    assert result.code == 0
+    assert sorted(project.lock()["targets"]) == ["crowned-v2", "hero"]
