@@ -99,6 +99,7 @@ class ProviderError(ImgbuildError):
         # What the failed attempt cost in HTTP requests that reached the API (they may be billed).
         self.requests = 0
         self.retries = 0
+        self.cost_usd: float | None = None  # what the requests that did succeed cost
 
     def __str__(self) -> str:
         return f"{self.target}: {self.message}" if self.target else self.message

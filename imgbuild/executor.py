@@ -366,6 +366,7 @@ class Executor:
             except ProviderError as exc:
                 self.summary.requests += exc.requests
                 self.summary.retries += exc.retries
+                self.summary.cost_usd += exc.cost_usd or 0.0  # paid for all the same
                 self._request_failed(name, exc)
                 await asyncio.to_thread(self._keep_paid_for, name, staging)
                 return False

@@ -73,6 +73,7 @@ def test_images_of_a_failed_aimlapi_target_are_kept_in_the_cache(start_api_serve
     assert len(server.api_requests()) == 3
     kept = [e for e in result.events if e["event"] == "warning" and "kept 2 image(s)" in e["message"]]
     assert kept, result.out
+    assert result.summary["cost_usd"] > 0  # the two requests that succeeded were paid for
     objects = {p.parent.name + p.name for p in (project.cache / "objects").rglob("*") if p.is_file()}
     assert set(server.served) == objects  # every image the server sent is in the cache
 

@@ -295,7 +295,7 @@ def test_burst_of_20_saves_within_200ms_gives_one_rebuild(project: Project, watc
         time.sleep(0.01)
     # What one rebuild relies on is that no pause between saves reaches the 150 ms debounce (a
     # loaded machine may stretch the whole burst past 200 ms; that is not the watch's doing).
-    assert max(b - a for a, b in itertools.pairwise(saved_at)) < 0.1
+    assert max(b - a for a, b in itertools.pairwise(saved_at)) < 0.14
     rebuild = w.rebuild()
     assert rebuild.targets("built") == ["a"] and rebuild.summary["requests"] == 1
     assert [e for e in w.quiet_for(1.0) if e["event"] == "watch"] == []

@@ -128,6 +128,7 @@ class OpenAIProvider:
             if isinstance(error, ProviderError):
                 # A failed target was still paid for in requests: the summary counts them too.
                 error.requests, error.retries = tally.requests, tally.retries
+                error.cost_usd = spend.result_cost()
             raise error
         images = [o for o in outcomes if isinstance(o, _Images)]
         return ImageResult(
