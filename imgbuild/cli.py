@@ -256,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
+    # Ctrl-C works even where SIGINT came inherited as ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
     for flag in ("json", "quiet", "verbose"):

@@ -120,11 +120,13 @@ class EndpointNotFound(ProviderError):
 class TransientError(ProviderError):
     retryable = True
 
-
-class RateLimited(TransientError):
     def __init__(self, message: str, *, retry_after_s: float | None = None, **kw: object) -> None:
         super().__init__(message, **kw)  # type: ignore[arg-type]
-        self.retry_after_s = retry_after_s
+        self.retry_after_s = retry_after_s  # the server's Retry-After, when it sent one
+
+
+class RateLimited(TransientError):
+    pass
 
 
 class ServerError(TransientError):

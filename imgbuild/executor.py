@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import os
 import shutil
 import signal
@@ -126,6 +127,7 @@ class Executor:
         self._requests: set[asyncio.Task[Any]] = set()
         self._sigints = 0
         self._in_flight_usd = 0.0
+        self._estimates: dict[asyncio.Task[bool], float] = {}  # requests in flight → their estimates
         self.jobs = max(1, options.jobs or project.settings.concurrency)
         self.lock_writer = LockWriter(project)
 
@@ -137,6 +139,10 @@ class Executor:
         on every run: after a request lands, its dependents start before unrelated targets."""
         loop = asyncio.get_running_loop()
         handled = _install_sigint(loop, self._on_sigint)
+        notices = _Notices(self.reporter)
+        provider_log = logging.getLogger("imgbuild.providers")
+        provider_log.addHandler(notices)
+        provider_log.setLevel(logging.INFO)
         index = {name: i for i, name in enumerate(self.order)}
         deps = {name: [d for d in self.project.deps[name] if d in index] for name in self.order}
         waiting = {name: len(ds) for name, ds in deps.items()}
@@ -188,11 +194,11 @@ class Executor:
                 await self._provider.aclose()
             if handled:
                 loop.remove_signal_handler(signal.SIGINT)
+            provider_log.removeHandler(notices)
         return self.summary
 
     def _outcome(self, name: str, task: asyncio.Task[bool]) -> bool:
-        decision = self.planner.decisions[name]
-        self._in_flight_usd -= decision.estimate_usd
+        self._in_flight_usd -= self._estimates.pop(task, 0.0)
         if task.cancelled():
             self._skip(name, "abandoned (interrupted)")
             return False
@@ -221,7 +227,9 @@ class Executor:
         """Act on a target whose dependencies are done: True/False when finished here and now,
         or the task of the request it started."""
         decision = self.planner.decisions.get(name)
-        if decision is None or decision.action is Action.WAIT:
+        if decision is None or decision.action in (Action.WAIT, Action.REQUEST):
+            # A request sends the inputs as they are now, and its spec must say what was sent: an
+            # input saved since the plan (watch mode queues such saves) is hashed again here.
             decision = self.planner.decide(name)
         if decision.action is Action.NOTHING:
             self.summary.up_to_date += 1
@@ -259,7 +267,9 @@ class Executor:
         self._in_flight_usd += decision.estimate_usd
         self.reporter.event("started", name, decision.reason, state=str(decision.state),
                             estimate_usd=decision.estimate_usd or None)
-        return asyncio.create_task(self._call(provider, request, decision))
+        task = asyncio.create_task(self._call(provider, request, decision))
+        self._estimates[task] = decision.estimate_usd
+        return task
 
     def _finished(self, decision: Decision) -> None:
         self.planner.decisions[decision.name] = Decision(
@@ -329,8 +339,8 @@ class Executor:
         cache: they were paid for. ``gc`` prunes them once nothing needs them."""
         kept = [self.project.cache.put_file(f) for f in sorted(staging.iterdir()) if f.is_file()]
         if kept:
-            self.reporter.warn(f"{name}: kept {len(kept)} image(s) the failed request did return in the cache "
-                               f"({', '.join(k.sha256[:12] for k in kept)})")
+            self.reporter.warn(f"{name}: kept {len(kept)} image(s) that came back paid for but are not its "
+                               f"outputs in the cache ({', '.join(k.sha256[:12] for k in kept)})")
 
     def _make_request(self, decision: Decision) -> ImageRequest:
         target = self.project.targets[decision.name]
@@ -390,6 +400,7 @@ class Executor:
                 self.reporter.warn(f"{name}: {warning}")
             restored = Decision(name, decision.state, Action.RESTORE, decision.reasons, decision.spec, record)
             await asyncio.to_thread(self._restore, restored)
+            await asyncio.to_thread(self._keep_paid_for, name, staging)  # e.g. a failed try's good images
             self.summary.built += 1
             self.reporter.event("built", name, decision.reason, state=str(decision.state),
                                 seconds=round(time.monotonic() - started, 2), cost_usd=cost)
@@ -397,6 +408,18 @@ class Executor:
             return True
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+class _Notices(logging.Handler):
+    """The provider's notices (a retry, a wait for Retry-After, fewer requests in flight) as
+    warning lines: a build that waits should say why."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__(logging.INFO)
+        self.reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reporter.warn(record.getMessage())
 
 
 def _check_mask_fits(root: Path, mask: str, first: str) -> None:

@@ -26,6 +26,14 @@ def _price(prices: Mapping[str, Any], key: str) -> float:
     return float(prices.get(key, DEFAULT_PRICES[key]))
 
 
+def per_image_usd(prices: Mapping[str, Any], quality: str) -> float | None:
+    """The flat ``per_image`` price for this quality, if ``[provider.prices]`` sets one."""
+    flat = prices.get("per_image")
+    if isinstance(flat, Mapping):
+        flat = flat.get(quality, max(float(v) for v in flat.values()) if flat else None)
+    return None if flat is None else float(flat)
+
+
 def output_tokens(size: str, quality: str) -> int:
     # "auto" lets the API choose: estimate high so that --max-cost stays a real ceiling.
     per_1024 = OUTPUT_TOKENS_1024.get(quality, OUTPUT_TOKENS_1024["high"])
@@ -42,11 +50,9 @@ def estimate_usd(
     prices: Mapping[str, Any],
 ) -> float:
     """What one target's request should cost, all n images included."""
-    flat = prices.get("per_image")
-    if isinstance(flat, Mapping):
-        flat = flat.get(quality, max(float(v) for v in flat.values()) if flat else None)
+    flat = per_image_usd(prices, quality)
     if flat is not None:
-        return float(flat) * n
+        return flat * n
     text = prompt_chars / 4 * _price(prices, "text_input_per_million")
     image_in = input_images * INPUT_IMAGE_TOKENS * _price(prices, "image_input_per_million")
     out = n * output_tokens(size, quality) * _price(prices, "image_output_per_million")

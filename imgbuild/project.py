@@ -157,8 +157,8 @@ class Project:
                 self.lock = Lock.load(self.lock.path, self.state_dir)
                 self.stats = StatCache(self.root, self.state_dir / "stat.json")
                 plan = self.plan(names, force=options.force)
-            if plan.estimate_usd and any(d.action is Action.REQUEST for d in plan.decisions):
-                self._open_provider_check()
+            if any(d.action is Action.REQUEST for d in plan.decisions):
+                self._open_provider_check()  # a missing key: one line, before any request
             for name in gone:
                 self.lock.remove(name)
             self.cache.register_project(self.root)

@@ -199,7 +199,7 @@ def resolve_settings(table: Any, overrides: Overrides, problems: list[Problem]) 
         concurrency=table.concurrency,
         timeout_s=float(table.timeout),
         max_retries=table.max_retries,
-        prices={k: v for k, v in table.prices.model_dump().items() if v is not None},
+        prices={**preset.default_prices, **{k: v for k, v in table.prices.model_dump().items() if v is not None}},
         confirm_above_usd=float(table.confirm_above),
     )
     return settings, preset

@@ -148,10 +148,15 @@ class WatchSession:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._watch_error: BaseException | None = None
+        self._build: asyncio.Task[Summary] | None = None
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        # Reached while a build has no Ctrl-C handler of its own (e.g. it waits for another build's
+        # run lock): nothing was started yet, so end it here rather than after the wait.
+        if self._build is not None and not self._build.done():
+            self._build.cancel()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -266,8 +271,12 @@ class WatchSession:
         self.project, self.broken = project, None
         recorder = _Recorder(self.reporter, json_lines=self.json_lines)
         loop = asyncio.get_running_loop()
+        self._build = asyncio.create_task(project.abuild(self.names, replace(self.options, force=force), recorder))
         try:
-            summary = await project.abuild(self.names, replace(self.options, force=force), recorder)
+            summary = await self._build
+        except asyncio.CancelledError:
+            self.interrupted = True
+            return
         except UsageError as exc:
             if changed is None:
                 raise  # an unknown TARGET on the command line: exit 2, as build does

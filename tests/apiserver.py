@@ -49,6 +49,7 @@ FAULTS = {
     "bad_base64": "b64_json that is not base64", "undecodable": "base64 of a cut image",
     "wrong_size": "an image of other dimensions", "wrong_format": "an image of another format",
     "url_scheme": "aimlapi: a file:// image URL", "truncate_download": "aimlapi: cut download",
+    "gone_download": "aimlapi: the URL answers 404, every time",
     "oversize_download": "aimlapi: download announcing 65 MB",
     "endless_download": "aimlapi: chunked download that never ends",
 }
@@ -188,7 +189,7 @@ class ApiServer:
         """A stored image; its download fault strikes once, so a retried download succeeds."""
         with self._lock:
             entry = self._files.get(token)
-            if entry is not None:
+            if entry is not None and entry[2] != "gone_download":
                 self._files[token] = (entry[0], entry[1], None)
             return entry
 

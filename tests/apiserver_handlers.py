@@ -127,7 +127,8 @@ def _request_fault(h: _Handler, api: ApiServer, rec: Received, fault: Fault, lea
         api.stopping.wait(fault.delay_s)  # then answer as usual, to a client that has left
         return False
     if kind in ("wrong_size", "wrong_format", "bad_base64", "undecodable", "truncate",
-                "url_scheme", "truncate_download", "oversize_download", "endless_download"):
+                "url_scheme", "truncate_download", "oversize_download", "endless_download",
+                "gone_download"):
         return False
     api.stopping.wait(fault.delay_s)
     if kind == "reset":
@@ -146,7 +147,7 @@ def _request_fault(h: _Handler, api: ApiServer, rec: Received, fault: Fault, lea
         "403": (403, "unverified_organization", "Your organization must be verified to use the "
                 "model gpt-image-2.", {}),
     }[kind]
-    if kind == "429" and fault.retry_after is not None:
+    if kind in ("429", "503") and fault.retry_after is not None:
         headers = {"Retry-After": fault.retry_after}
     _reject(h, rec, leave, status, message, code, None, headers)
     return True
@@ -218,6 +219,9 @@ def serve_download(h: _Handler) -> None:
         rec.status = 404
         return h.send_error_json(404, f"No such file: {path}", "not_found")
     data, content_type, fault = entry
+    if fault == "gone_download":
+        rec.status = 404
+        return h.send_error_json(404, f"No such file: {path}", "not_found")
     rec.status = 200
     if fault == "truncate_download":
         return h.send_bytes(200, data, content_type, cut_at=len(data) // 2)

@@ -208,6 +208,22 @@ def test_ctrl_c_while_waiting_for_another_build_ends_the_wait(project: Project) 
     second.communicate(timeout=30)
     assert second.returncode == 130
     assert time.monotonic() - started < 3
-    first.send_signal(signal.SIGINT)
-    first.send_signal(signal.SIGINT)
+    first.kill()  # done with it
     first.communicate(timeout=30)
+
+
+def test_an_input_saved_while_its_target_waits_is_what_the_lock_records(project: Project) -> None:
+    import hashlib
+
+    project.png("art/in.png", color=(1, 1, 1, 255))
+    project.manifest('[provider]\nname = "placeholder"\n'
+                     '[images.a-slow]\nprompt = "first, and slow"\n'
+                     '[images.b-edit]\nprompt = "an edit"\nimages = ["art/in.png"]\n')
+    proc = _start(project, "1.0", "-j", "1")
+    _read_until_started(proc, 1)  # a-slow is in flight; b-edit waits for the slot
+    project.png("art/in.png", color=(2, 2, 2, 255))
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    saved = hashlib.sha256(project.read("art/in.png")).hexdigest()
+    assert project.lock()["targets"]["b-edit"]["inputs"][0]["sha256"] == saved
+    assert project.run("check").code == 0

@@ -137,15 +137,35 @@ def test_on_a_terminal_a_build_over_confirm_above_asks_first(start_api_server: A
 
 
 def test_targets_left_undone_by_the_budget_make_the_build_fail(start_api_server: Any, project: Project) -> None:
-    server = start_api_server("openai")
-    # Estimates of $0.001 each, while the server's usage prices each image at some cents.
-    body = '[provider]\nname = "openai"\n[provider.prices]\nper_image = 0.001\n'
+    # The estimate says about $0.05 an image; the server charges $0.20.
+    server = start_api_server("aimlapi", usd_per_image=0.2)
+    body = '[provider]\nname = "aimlapi"\n'
     body += "".join(f'[images.t{i}]\nprompt = "picture {i}"\n' for i in range(4))
     project.manifest(body)
-    result = project.build("-j", "1", "--max-cost", "0.05", env=_env(server, "openai"))
+    result = project.build("-j", "1", "--max-cost", "0.3", env=_env(server, "aimlapi"))
     assert result.code == 1
     summary = result.summary
     assert summary["built"] == 2 and summary["not_started"] == 2 and summary["skipped"] == 2
     skipped = [e["detail"] for e in result.events if e["event"] == "skipped"]
-    assert all("--max-cost $0.05" in d for d in skipped)
+    assert all("--max-cost $0.30" in d for d in skipped)
     assert len(server.api_requests()) == 2
+
+
+def test_a_budget_the_builds_fit_in_is_not_eaten_by_finished_requests(start_api_server: Any, project: Project) -> None:
+    server = start_api_server("openai")
+    body = '[provider]\nname = "openai"\n[provider.prices]\nper_image = 0.01\n'
+    body += "".join(f'[images.t{i}]\nprompt = "picture {i}"\n' for i in range(4))
+    project.manifest(body)
+    result = project.build("-j", "1", "--max-cost", "0.045", env=_env(server, "openai"))
+    assert result.code == 0, result.out
+    assert result.summary["built"] == 4 and result.summary["cost_usd"] == 0.04
+
+
+def test_retries_are_shown_as_they_happen(start_api_server: Any, project: Project) -> None:
+    server = start_api_server("openai")
+    server.inject(Fault("503"))
+    project.manifest('[provider]\nname = "openai"\n[images.a]\nprompt = "a"\n')
+    result = project.build(env=_env(server, "openai"))
+    assert result.code == 0 and result.summary["retries"] == 1
+    notices = [e["message"] for e in result.events if e["event"] == "warning"]
+    assert any(m.startswith("a: the API failed") and "retry 1 of 4" in m for m in notices), notices

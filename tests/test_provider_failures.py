@@ -93,6 +93,15 @@ def test_a_429_waits_as_long_as_retry_after_says(api_server: ApiServer, tmp_path
     assert (result.requests, result.retries) == (2, 1)
 
 
+def test_a_503_with_retry_after_waits_as_long_as_it_says(api_server: ApiServer, tmp_path: Path) -> None:
+    api_server.inject(Fault("503", retry_after="1"))
+    result = generate(api_server, tmp_path)
+
+    assert [r.status for r in api_server.received] == [503, 200]
+    assert 1.0 <= gaps(api_server)[0] < 2.0
+    assert result.retries == 1
+
+
 def test_5xx_are_retried_with_exponential_backoff(api_server: ApiServer, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_retry, "BACKOFF_BASE_S", 0.08)

@@ -96,6 +96,17 @@ def test_a_download_that_never_ends_is_cut_at_the_cap(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_download_that_keeps_failing_fails_the_target_without_a_new_generation(
+        aimlapi_server: ApiServer, tmp_path: Path) -> None:
+    aimlapi_server.inject(Fault("gone_download"))
+    with pytest.raises(ProviderError, match="gave up after 1 download") as caught:
+        generate(aimlapi_server, tmp_path, image_request("aimlapi"), max_retries=2)
+
+    assert not caught.value.retryable
+    assert len(aimlapi_server.received) == 1  # one generation, paid once, never asked again
+    assert caught.value.cost_usd == pytest.approx(0.0537)  # and counted
+
+
 def test_a_truncated_download_is_fetched_again_without_a_new_generation(
         aimlapi_server: ApiServer, tmp_path: Path) -> None:
     aimlapi_server.inject(Fault("truncate_download"))
@@ -106,7 +117,7 @@ def test_a_truncated_download_is_fetched_again_without_a_new_generation(
     assert [sha256(result.files[0])] == aimlapi_server.served
 
 
-@pytest.mark.parametrize("fault", ["wrong_format", "bad_base64", "undecodable", "truncate"])
+@pytest.mark.parametrize("fault", ["bad_base64", "undecodable", "truncate"])
 def test_a_broken_image_is_requested_again(fault: str, api_server: ApiServer,
                                            tmp_path: Path) -> None:
     api_server.inject(Fault(fault))
@@ -117,6 +128,20 @@ def test_a_broken_image_is_requested_again(fault: str, api_server: ApiServer,
     (path,) = result.files
     assert list(tmp_path.iterdir()) == [path]  # the broken one is not left behind
     assert sha256(path) == api_server.served[-1] and dimensions(path) == (1024, 1024)
+
+
+def test_a_whole_image_of_another_format_is_kept_and_not_requested_again(api_server: ApiServer,
+                                                                         tmp_path: Path) -> None:
+    from imgbuild.errors import ProviderError
+
+    api_server.inject(Fault("wrong_format"))
+    with pytest.raises(ProviderError, match="hero: asked for png, the API sent .* \\(kept in the cache\\)") as caught:
+        generate(api_server, tmp_path)
+
+    assert not caught.value.retryable
+    assert len(api_server.received) == 1  # asking again would be paid again
+    assert caught.value.cost_usd and caught.value.cost_usd > 0  # and this one was paid
+    assert [sha256(p) for p in tmp_path.iterdir()] == api_server.served  # left for the engine to keep
 
 
 def test_an_image_broken_every_time_fails_after_max_retries_leaving_no_file(

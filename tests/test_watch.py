@@ -331,3 +331,26 @@ def test_ctrl_c_during_a_build_saves_the_request_in_flight_and_exits_130(project
     assert [e["interrupted"] for e in rest if e["event"] == "summary"] == [True]
     assert list(project.root.rglob(".imgbuild-tmp-*")) == []
     assert hashlib.sha256(project.read("assets/a.png")).hexdigest() == locked_sha(project, "a")
+
+
+def test_ctrl_c_while_waiting_for_another_build_ends_the_watch_without_a_request(project: Project) -> None:
+    prompt_files_project(project)
+    other = subprocess.Popen([sys.executable, "-m", "imgbuild", "-C", str(project.root), "build", "-q"],
+                             env={**project.env, "IMGBUILD_PLACEHOLDER_DELAY": "6"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not (project.root / ".imgbuild" / "run.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        w = Watching(project)  # not started(): its first build cannot begin while the other runs
+        warning = w.wait_for("warning")
+        assert "another imgbuild build of this project is running" in warning["message"]
+        code, seconds = w.interrupt()
+        assert code == 130 and seconds < 3
+        assert [e for e in w.quiet_for(0.3) if e["event"] == "started"] == []
+    finally:
+        other.kill()
+        other.wait()
+        if "w" in locals():
+            w.close()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import MissingKey, UsageError
+from ..pricing import DEFAULT_PRICES
 from .base import Capabilities, ImageRequest, ImageResult, Provider, ProviderSettings
 from .rules import AIMLAPI_CAPABILITIES, OPENAI_CAPABILITIES
 
@@ -23,6 +24,14 @@ __all__ = [
 ]
 
 
+# aimlapi bills USD per request; its one published figure is $0.0537 for a 1024x1024 image, where
+# openai's token prices give $0.0317 at medium. Its estimates use openai's prices scaled by that
+# ratio, so that -n and --max-cost do not undershoot; what a build really spent comes from the
+# response's meta.usage.usd_spent.
+AIMLAPI_MARKUP = 0.0537 / 0.03168
+AIMLAPI_PRICES = {key: round(value * AIMLAPI_MARKUP, 2) for key, value in DEFAULT_PRICES.items()}
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
@@ -34,6 +43,7 @@ class Preset:
     # The canonical model id that goes into specs: presets serving the same model share it, so
     # switching openai <-> aimlapi rebuilds nothing, while placeholder renders never pass for real.
     canonical_prefix: str = ""
+    default_prices: dict[str, float] = field(default_factory=dict)  # under [provider.prices]
 
     def canonical_model(self, model: str) -> str:
         return self.canonical_prefix + model.removeprefix("openai/")
@@ -47,6 +57,7 @@ PRESETS: dict[str, Preset] = {
     "aimlapi": Preset(
         "aimlapi", "imgbuild.providers.openai:OpenAIProvider", "openai/gpt-image-2",
         "https://api.aimlapi.com/v1", "AIMLAPI_API_KEY", AIMLAPI_CAPABILITIES,
+        default_prices=AIMLAPI_PRICES,
     ),
     "compatible": Preset(
         "compatible", "imgbuild.providers.openai:OpenAIProvider", None, None, None,

@@ -12,8 +12,12 @@ import binascii
 import os
 from pathlib import Path
 
-from ..errors import BadResponse
+from ..errors import BadResponse, ProviderError
 from ..images import sniff_format
+
+class WrongImage(ProviderError):
+    """A whole, paid-for image that is not what was asked: kept, and the target fails."""
+
 
 EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -59,8 +63,9 @@ def write_b64(path: Path, encoded: str | memoryview, target: str) -> int:
 
 
 def check_image(path: Path, *, output_format: str, size: str, target: str) -> str | None:
-    """Raise BadResponse for a wrong format or an undecodable/truncated image; return a warning
-    when the image is fine but not of the requested dimensions (it was paid for: keep it)."""
+    """Raise BadResponse (retried) for an undecodable or truncated image, and WrongImage (not
+    retried: asking again gets the same) for a whole image of another format; return a warning when
+    the image is fine but not of the requested dimensions (it was paid for: keep it)."""
     with open(path, "rb") as f:
         head = f.read(64)
         length = f.seek(0, os.SEEK_END)
@@ -70,10 +75,10 @@ def check_image(path: Path, *, output_format: str, size: str, target: str) -> st
     if found is None:
         raise BadResponse(f"the API sent {length} bytes that are not a PNG, JPEG or WEBP image",
                           target=target)
-    if found != output_format:
-        raise BadResponse(f"asked for {output_format}, the API sent {found}", target=target)
     if not _complete(found, head, tail, length):
         raise BadResponse(f"the API sent a truncated {found} image ({length} bytes)", target=target)
+    if found != output_format:
+        raise WrongImage(f"asked for {output_format}, the API sent {found} (kept in the cache)", target=target)
     width, height = _dimensions(path, target)
     if size != "auto" and f"{width}x{height}" != size:
         return (f"asked for {size}, the API returned {width}x{height}; kept as it is "

@@ -111,17 +111,22 @@ class Spend:
     usage: dict[str, Any] | None = None
     priced: bool = field(default=False)
 
-    def add(self, payload: Mapping[str, Any], prices: Mapping[str, Any]) -> None:
+    def add(self, payload: Mapping[str, Any], prices: Mapping[str, Any], *, images: int, quality: str) -> None:
+        """Count one answered request: the USD figure it reports; else a flat ``per_image`` price
+        from ``[provider.prices]`` (the user's own terms); else its token usage, priced."""
         meta = payload.get("meta")
         meta_usage = meta.get("usage") if isinstance(meta, Mapping) else None
         usage = payload.get("usage")
         cost: float | None = None
+        flat = pricing.per_image_usd(prices, quality)
         if isinstance(meta_usage, Mapping):
             usage = meta_usage
             spent = meta_usage.get("usd_spent")
             if isinstance(spent, (int, float)) and not isinstance(spent, bool):
                 cost = float(spent)
-        elif isinstance(usage, Mapping):
+        if cost is None and flat is not None:
+            cost = flat * images
+        elif cost is None and isinstance(usage, Mapping):
             cost = pricing.usd_from_usage(usage, prices)
         if isinstance(usage, Mapping):
             self.usage = _sum(self.usage or {}, usage)

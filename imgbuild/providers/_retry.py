@@ -13,7 +13,7 @@ import logging
 import random
 from collections import deque
 
-from ..errors import ProviderError, RateLimited
+from ..errors import ProviderError, TransientError
 
 log = logging.getLogger("imgbuild.providers")
 
@@ -35,7 +35,7 @@ def backoff_s(retry: int, rng: random.Random | None = None) -> float:
 def retry_delay_s(error: ProviderError, retry: int) -> float:
     """Never sooner than the server asked; while its asks are short, back off exponentially."""
     delay = backoff_s(retry)
-    if isinstance(error, RateLimited) and error.retry_after_s is not None:
+    if isinstance(error, TransientError) and error.retry_after_s is not None:
         delay = max(delay, min(error.retry_after_s, MAX_RETRY_AFTER_S))
     return delay
 

@@ -140,6 +140,9 @@ def status_error(ctx: CallContext, response: httpx.Response,
         elif status == 403:
             advice = f"the key in {ctx.key_env} is not allowed to use this model"
         return AuthenticationError(f"the API refused the key: {shown}; {advice}", **kw)
+    if status == 404 and code == "model_not_found":
+        return RequestRejected(f"the model is not available at {ctx.base_url}: {shown}; check `model` in "
+                               "[provider]", **kw)
     if status == 404:
         return EndpointNotFound(
             f"{response.request.method} {response.request.url} was not found: {shown}; "
@@ -151,7 +154,7 @@ def status_error(ctx: CallContext, response: httpx.Response,
             f"rate limited: {shown}", retry_after_s=retry_after_s(response.headers), **kw
         )
     if status in (408, 409) or status >= 500:
-        return ServerError(f"the API failed: {shown}", **kw)
+        return ServerError(f"the API failed: {shown}", retry_after_s=retry_after_s(response.headers), **kw)
     if 300 <= status < 400:
         location = ctx.redact(response.headers.get("location", "?"))
         return EndpointNotFound(

@@ -96,6 +96,7 @@ class OpenAIProvider:
                 limits=httpx.Limits(max_connections=None,
                                     max_keepalive_connections=2 * self._limiter.maximum + 4),
                 follow_redirects=False,
+                max_redirects=MAX_DOWNLOAD_REDIRECTS,  # downloads follow redirects; API requests never do
                 headers={"User-Agent": "imgbuild"},
             )
         return self._client
@@ -148,7 +149,13 @@ class OpenAIProvider:
             error: TransientError | None = None
             epoch = await self._limiter.acquire()
             try:  # the limiter's slot covers the API request only, not saving or downloads
-                payload = await self._post(ctx, request, n, tally)
+                # httpx's read timeout is per read: a server trickling bytes would never trip it.
+                async with asyncio.timeout(self.settings.timeout_s):
+                    payload = await self._post(ctx, request, n, tally)
+            except TimeoutError as exc:
+                error = NetworkError(f"timed out: the {ctx.preset} API took over {self.settings.timeout_s:g} s to answer",
+                                     target=ctx.target)
+                error.__cause__ = exc
             except RateLimited as exc:
                 self._limiter.rate_limited(epoch)
                 error = exc
@@ -159,13 +166,12 @@ class OpenAIProvider:
             finally:
                 self._limiter.release()
             if error is None:
+                # Paid for the moment a 2xx body parses, whatever becomes of its images.
+                spend.add(payload, self.settings.prices, images=n, quality=request.quality)
                 try:
-                    images = await self._save(ctx, request, n, payload, staging_dir)
+                    return await self._save(ctx, request, n, payload, staging_dir)
                 except TransientError as exc:
                     error = exc
-                else:
-                    spend.add(payload, self.settings.prices)
-                    return images
             if attempt == max_retries:
                 raise error
             delay = retry_delay_s(error, attempt + 1)
@@ -222,22 +228,27 @@ class OpenAIProvider:
     async def _save(self, ctx: CallContext, request: ImageRequest, n: int,
                     payload: dict[str, Any], staging_dir: Path) -> _Images:
         data = payload.get("data")
-        if not isinstance(data, list) or len(data) != n:
-            count = len(data) if isinstance(data, list) else 0
-            raise BadResponse(f"asked for {n} image(s), the API sent {count}", target=ctx.target)
+        if not isinstance(data, list):
+            raise BadResponse("the API sent no image list", target=ctx.target)
         images = _Images(files=[])
-        try:
-            with translate_errors(ctx, phase="save"):
-                for item in data:
-                    images.files.append(await self._save_one(ctx, request, item, staging_dir))
-                    warning = _images.check_image(images.files[-1],
-                                                  output_format=request.output_format,
+        # Images that arrive whole stay in the staging folder even when a sibling fails: they were
+        # paid for, and the engine keeps whatever is left there in the cache.
+        with translate_errors(ctx, phase="save"):
+            for item in data:
+                path = await self._save_one(ctx, request, item, staging_dir)
+                try:
+                    warning = _images.check_image(path, output_format=request.output_format,
                                                   size=request.size, target=ctx.target)
-                    if warning:
-                        images.warnings.append(warning)
-        except BaseException:
-            _remove(images.files)
-            raise
+                except BadResponse:
+                    _remove([path])  # truncated or undecodable: worth nothing
+                    raise
+                images.files.append(path)
+                if warning:
+                    images.warnings.append(warning)
+        if len(data) != n:
+            # Asking again would be paid again and may come back the same: keep these, fail.
+            raise ProviderError(f"asked for {n} image(s), the API sent {len(data)} (kept in the cache)",
+                                target=ctx.target)
         return images
 
     async def _save_one(self, ctx: CallContext, request: ImageRequest, item: Any,
@@ -269,15 +280,23 @@ class OpenAIProvider:
         max_retries = max(0, self.settings.max_retries)
         for attempt in range(max_retries + 1):
             try:
-                await self._download_once(ctx, url, path)
+                async with asyncio.timeout(self.settings.timeout_s):
+                    await self._download_once(ctx, url, path)
                 return
+            except TimeoutError as exc:
+                error: TransientError = NetworkError(
+                    f"timed out: downloading the image took over {self.settings.timeout_s:g} s", target=ctx.target)
+                error.__cause__ = exc
             except TransientError as exc:
-                if attempt == max_retries or (exc.status is not None and exc.status < 500):
-                    raise
-                delay = retry_delay_s(exc, attempt + 1)
-                log.info("%s; download retry %d of %d in %.1f s", exc, attempt + 1,
-                         max_retries, delay)
-                await asyncio.sleep(delay)
+                error = exc
+            if attempt == max_retries or (error.status is not None and error.status < 500):
+                # Not transient for the target: generating again would be paid again and fetched
+                # from the same host. The generation itself was paid for and is counted.
+                raise ProviderError(f"{error.message}; gave up after {attempt + 1} download(s)",
+                                    target=ctx.target, status=error.status) from error
+            delay = retry_delay_s(error, attempt + 1)
+            log.info("%s; download retry %d of %d in %.1f s", error, attempt + 1, max_retries, delay)
+            await asyncio.sleep(delay)
 
     async def _download_once(self, ctx: CallContext, url: str, path: Path) -> None:
         client = self._http()
