@@ -89,6 +89,14 @@ class Project:
 
         return tomllib.loads((self.root / "images.lock").read_text())
 
+    def checkout_of(self, other: Project) -> Project:
+        """Make this folder what a fresh clone of ``other`` would hold: its files (outputs and lock
+        included, as committed) without its machine-local ``.imgbuild/``."""
+        import shutil
+
+        shutil.copytree(other.root, self.root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".imgbuild"))
+        return self
+
     def snapshot(self) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every file outside .imgbuild/, to prove nothing was touched."""
         out = {}

@@ -152,8 +152,7 @@ def test_fresh_clone_with_the_cache_restores_without_requests(make_project) -> N
 
 def test_fresh_clone_with_committed_outputs_and_no_cache_is_up_to_date(make_project) -> None:  # type: ignore[no-untyped-def]
     original = _chain(make_project("original"))
-    clone = make_project("clone", cache="other-cache")
-    shutil.copytree(original.root, clone.root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".imgbuild"))
+    clone = make_project("clone", cache="other-cache").checkout_of(original)
     status = clone.run("check")
     assert status.code == 0, status.out
     assert clone.build().requests == 0

@@ -218,11 +218,8 @@ def test_clean_keeps_an_output_edited_by_hand_unless_forced(project: Project) ->
 
 
 def test_clean_in_a_checkout_without_the_cache_loses_nothing(make_project) -> None:  # type: ignore[no-untyped-def]
-    import shutil
-
     original = _built(make_project("original"))
-    clone = make_project("clone", cache="empty-cache")
-    shutil.copytree(original.root, clone.root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".imgbuild"))
+    clone = make_project("clone", cache="empty-cache").checkout_of(original)
     assert clone.run("clean").code == 0
     result = clone.build()
     assert result.requests == 0 and result.summary["restored"] == 2
@@ -230,11 +227,8 @@ def test_clean_in_a_checkout_without_the_cache_loses_nothing(make_project) -> No
 
 
 def test_a_renamed_output_in_a_checkout_without_the_cache_is_taken_from_its_old_path(make_project) -> None:  # type: ignore[no-untyped-def]
-    import shutil
-
     original = _built(make_project("original"))
-    clone = make_project("clone", cache="empty-cache")
-    shutil.copytree(original.root, clone.root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".imgbuild"))
+    clone = make_project("clone", cache="empty-cache").checkout_of(original)
     clone.manifest(BASE.replace('output = "assets/crowned.png"', 'output = "assets/crowned-v2.png"'))
     result = clone.build()
     assert result.requests == 0 and result.summary["restored"] == 1
