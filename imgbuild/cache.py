@@ -116,11 +116,6 @@ class LocalCache:
             os.replace(path, dest)
         return OutputInfo(sha, size, width, height, fmt)
 
-    def put_bytes(self, data: bytes, staging: Path) -> OutputInfo:
-        tmp = staging / f"bytes-{hashlib.sha256(data).hexdigest()[:16]}"
-        tmp.write_bytes(data)
-        return self.put_file(tmp)
-
     def get_run(self, spec_digest: str) -> RunRecord | None:
         try:
             data = json.loads(self._run(spec_digest).read_bytes())

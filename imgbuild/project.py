@@ -157,14 +157,16 @@ class Project:
                 self.lock = Lock.load(self.lock.path, self.state_dir)
                 self.stats = StatCache(self.root, self.state_dir / "stat.json")
                 plan = self.plan(names, force=options.force)
-            if any(d.action is Action.REQUEST for d in plan.decisions):
-                self._open_provider_check()  # a missing key: one line, before any request
+            jobs = options.jobs or self.settings.concurrency
+            # Opened now when a request is planned: a missing key is one line, before any request.
+            # A plan that only waits on upstream targets opens it when (if) it needs it.
+            provider = self._open_provider(jobs) if any(d.action is Action.REQUEST for d in plan.decisions) else None
             for name in gone:
                 self.lock.remove(name)
             self.cache.register_project(self.root)
             self._save_copies()
-            jobs = options.jobs or self.settings.concurrency
-            executor = Executor(self, plan.planner, plan.order, reporter, options, lambda: self._open_provider(jobs))
+            executor = Executor(self, plan.planner, plan.order, reporter, options,
+                                lambda: provider or self._open_provider(jobs))
             return await executor.run()
 
     def _save_copies(self) -> None:
@@ -177,11 +179,6 @@ class Project:
             self.resolved.manifest = None
         self.lock.save_json_copy()
         self.stats.save()  # digests of files hashed this run (e.g. settling racy entries)
-
-    def _open_provider_check(self) -> None:
-        from .providers import open_provider
-
-        open_provider(self.settings)  # raises for a missing key, before any request
 
     def _open_provider(self, jobs: int) -> Provider:
         from .providers import open_provider

@@ -26,11 +26,6 @@ _JPEG_EOI = b"\xff\xd9"
 _TAIL_BYTES = 1024
 
 
-def sniff_file(path: Path) -> str | None:
-    with open(path, "rb") as f:
-        return sniff_format(f.read(16))
-
-
 def new_staging_file(staging_dir: Path, target: str, output_format: str) -> Path:
     """A fresh, exclusively created file in the staging folder (never overwrites another's)."""
     suffix = EXTENSIONS.get(output_format, ".bin")
