@@ -6,6 +6,7 @@ network, no writes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -28,6 +29,11 @@ OWN_FIELDS = frozenset(
      "output_compression", "n", "image", "image[]", "images", "mask"}
 )
 PRESET_KEYS = frozenset(p.api_key_env for p in PRESETS.values() if p.api_key_env)
+# Where the key for a compatible server comes from when no one outside the manifest names a variable.
+GENERIC_KEY_ENV = "IMGBUILD_API_KEY"
+# This machine, spelled so that no URL parser can read another host into it (no userinfo, no `\`).
+_LOOPBACK_URL = re.compile(r"^https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?(/[^\s@\\?#]*)?$", re.I)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VAR = re.compile(r"\$(\$|\{([^}]*)\})")
 _NAME = re.compile(TARGET_NAME_PATTERN)
 
@@ -60,12 +66,17 @@ class Overrides:
 
     provider: str | None = None
     base_url: str | None = None
+    api_key_env: str | None = None  # IMGBUILD_API_KEY_ENV: a compatible server's key variable
 
     @classmethod
     def from_env(cls, provider: str | None = None, base_url: str | None = None) -> Overrides:
+        key_env = os.environ.get("IMGBUILD_API_KEY_ENV") or None
+        if key_env is not None and not _ENV_NAME.match(key_env):
+            raise UsageError(f"IMGBUILD_API_KEY_ENV={key_env!r} is not the name of an environment variable")
         return cls(
             provider or os.environ.get("IMGBUILD_PROVIDER") or None,
             base_url or os.environ.get("IMGBUILD_BASE_URL") or None,
+            key_env,
         )
 
 
@@ -178,18 +189,11 @@ def resolve_settings(table: Any, overrides: Overrides, problems: list[Problem]) 
     own_url = table.base_url if name == table.name == "compatible" else None
     base_url = overrides.base_url or own_url
     base_url = base_url or preset.base_url
+    api_key_env = None if name == "placeholder" else (table.api_key_env or preset.api_key_env)
     if name == "compatible":
         if not base_url:
             problems.append(Problem("provider.base_url", "the compatible preset needs base_url (or --base-url)"))
-        if not table.api_key_env:
-            problems.append(Problem("provider.api_key_env", "the compatible preset needs api_key_env"))
-        elif table.api_key_env in PRESET_KEYS:
-            # Else a manifest could send the user's OpenAI key to any host it names (SPEC §7).
-            problems.append(Problem(
-                "provider.api_key_env",
-                f"{table.api_key_env} is the key of a preset; a compatible server gets its own variable",
-            ))
-    api_key_env = None if name == "placeholder" else (table.api_key_env or preset.api_key_env)
+        api_key_env = _compatible_key_env(table.api_key_env, base_url, overrides, problems)
     model = table.model if (table.model and name == table.name) else preset.default_model
     settings = ProviderSettings(
         preset=name,
@@ -203,6 +207,34 @@ def resolve_settings(table: Any, overrides: Overrides, problems: list[Problem]) 
         confirm_above_usd=float(table.confirm_above),
     )
     return settings, preset
+
+
+def _compatible_key_env(named: str | None, base_url: str | None, overrides: Overrides,
+                        problems: list[Problem]) -> str:
+    """The variable whose key goes to a compatible server. A manifest may name the server, but it
+    alone may not choose a secret to send there (a pull request could name any host and any
+    variable CI holds): the manifest's api_key_env is honoured for a server on this machine, or one
+    whose address came from outside the manifest; else the key comes from IMGBUILD_API_KEY or from
+    the variable IMGBUILD_API_KEY_ENV names."""
+    if overrides.api_key_env:
+        return overrides.api_key_env
+    if named is None:
+        return GENERIC_KEY_ENV
+    if named in PRESET_KEYS:
+        # Else a manifest could send the user's OpenAI key to any host it names (SPEC §7).
+        problems.append(Problem(
+            "provider.api_key_env",
+            f"{named} is the key of a preset; a compatible server gets its own variable",
+        ))
+    elif base_url and not overrides.base_url and not _LOOPBACK_URL.fullmatch(base_url):
+        shown = json.dumps(base_url)[1:-1][:200]
+        problems.append(Problem(
+            "provider.api_key_env",
+            f"the manifest may not choose which secret goes to {shown}, a server it names: put the key in "
+            f"{GENERIC_KEY_ENV} and drop api_key_env, or name the variable outside the manifest "
+            f"(IMGBUILD_API_KEY_ENV={named})",
+        ))
+    return named
 
 
 class _Paths:

@@ -28,7 +28,7 @@ _FIELDS = fields(Target)
 
 def key_of(data: bytes, overrides: Overrides) -> str:
     h = hashlib.sha256(data)
-    h.update(f"\0{overrides.provider}\0{overrides.base_url}\0{__version__}\0{CACHE_VERSION}".encode())
+    h.update(f"\0{overrides.provider}\0{overrides.base_url}\0{overrides.api_key_env}\0{__version__}\0{CACHE_VERSION}".encode())
     return h.hexdigest()
 
 

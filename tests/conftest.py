@@ -16,6 +16,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["apiserver"]
+# The suite never sees a real key: every variable a provider could read a key from is dropped
+# before any test runs (a test that needs one sets its own, to the local server's test key).
+for _name in ("OPENAI_API_KEY", "AIMLAPI_API_KEY", "IMGBUILD_API_KEY", "IMGBUILD_API_KEY_ENV"):
+    os.environ.pop(_name, None)
 
 
 @dataclass

@@ -39,8 +39,11 @@ FIELD_FACTS: dict[tuple[str, str], tuple[str | None, str, str]] = {
                                  "The spec records it without an `openai/` prefix, so openai and "
                                  "aimlapi share specs."),
     ("ProviderTable", "api_key_env"): ("per preset", "no",
-                                       "Required for `compatible`. The key itself is never in "
-                                       "the manifest."),
+                                       "For `compatible`, honoured only for a server on this "
+                                       "machine or one given by `--base-url`/`IMGBUILD_BASE_URL`; "
+                                       "else the key comes from `IMGBUILD_API_KEY` or the variable "
+                                       "`IMGBUILD_API_KEY_ENV` names ([providers](providers.md#keys)). "
+                                       "The key itself is never in the manifest."),
     ("ProviderTable", "base_url"): ("per preset", "no",
                                     "Required for `compatible` (or `--base-url`). An error with "
                                     "`openai` and `aimlapi`: their endpoint comes from the preset, "
@@ -194,7 +197,7 @@ images.toml: images.hero-crowned.images[1]: art/crown.png does not exist and no 
 - at most {max_images} input images; `extra` does not override a field imgbuild sends;
 - the provider's own rules ([below](#provider-rules)) for size, quality, format, `n` and
   transparency, so that what the provider would reject is rejected here first;
-- the provider table: a known preset, `base_url` and `api_key_env` for `compatible`, no
+- the provider table: a known preset, `base_url` for `compatible` (and no `api_key_env` it may not choose), no
   `base_url` for `openai` and `aimlapi`.
 
 Validation needs no key and no network: the placeholder provider checks a manifest by the openai
@@ -331,7 +334,7 @@ def _provider_rules(facts: dict[str, Any]) -> list[str]:
                      ("none: renders offline" if p.name == "placeholder" else "`base_url` (required)")
                      for p in presets])
     row("key from", [f"`{p.api_key_env}`" if p.api_key_env else
-                     ("none" if p.name == "placeholder" else "`api_key_env` (required)")
+                     ("none" if p.name == "placeholder" else "[see providers](providers.md#keys)")
                      for p in presets])
     for p in presets:
         if p.capabilities.check_size not in size_rules:
