@@ -182,6 +182,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _usd(text: str) -> float:
+    # float() takes "nan", "inf" and "-1": none of them is a ceiling.
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an amount in USD, not {text!r}") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite amount in USD, 0 or more, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON lines on stdout")
@@ -216,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-k", "--keep-going", action="store_true",
                        help="after a failure, go on with what does not depend on it")
         p.add_argument("-B", "--force", action="store_true", help="rebuild the named targets (or all) anyway")
-        p.add_argument("--max-cost", type=float, metavar="USD",
+        p.add_argument("--max-cost", type=_usd, metavar="USD",
                        help="refuse to start over this estimate; never start a request that could pass it")
         provider_options(p)
 

@@ -23,6 +23,7 @@ from .cache import OutputInfo, RunRecord
 from .errors import BudgetExceeded, ProviderError
 from .fsutil import atomic_copy
 from .plan import Action, Decision, State
+from .pricing import ceiling_usd
 from .providers.base import ImageRequest, Provider
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class Summary:
     requests: int = 0
     retries: int = 0
     cost_usd: float = 0.0
+    estimate_usd: float = 0.0  # of the requests started: where cost_usd passed it, the summary says so
     interrupted: bool = False
     not_started: int = 0  # of the skipped: left undone by a stop or the budget (the build is short)
     failures: list[str] = field(default_factory=list)
@@ -62,7 +64,8 @@ class Summary:
         return {
             "built": self.built, "restored": self.restored, "failed": self.failed,
             "skipped": self.skipped, "up_to_date": self.up_to_date, "requests": self.requests,
-            "retries": self.retries, "cost_usd": round(self.cost_usd, 6), "interrupted": self.interrupted,
+            "retries": self.retries, "cost_usd": round(self.cost_usd, 6),
+            "estimate_usd": round(self.estimate_usd, 6), "interrupted": self.interrupted,
             "not_started": self.not_started,
         }
 
@@ -127,7 +130,9 @@ class Executor:
         self._requests: set[asyncio.Task[Any]] = set()
         self._sigints = 0
         self._in_flight_usd = 0.0
-        self._estimates: dict[asyncio.Task[bool], float] = {}  # requests in flight → their estimates
+        self._estimates: dict[asyncio.Task[bool], float] = {}  # requests in flight → what they reserve
+        self._ceilings: dict[str, float] = {}  # target → the most its request can cost by the prices
+        self._overrun = 1.0  # the worst actual/ceiling ratio seen: later requests reserve that much more
         self.jobs = max(1, options.jobs or project.settings.concurrency)
         self.lock_writer = LockWriter(project)
 
@@ -176,6 +181,9 @@ class Executor:
                     except Exception as exc:  # an OS error in one target must not lose the others
                         self._fail(name, exc)
                         outcome = False
+                    if outcome is None:  # over the budget while requests are in flight: after they land
+                        heapq.heappush(ready, (index[name], name))
+                        break
                     if isinstance(outcome, asyncio.Task):
                         running[outcome] = name
                         self._requests.add(outcome)
@@ -223,9 +231,9 @@ class Executor:
             for task in list(self._requests):
                 task.cancel()
 
-    async def _start(self, name: str) -> bool | asyncio.Task[bool]:
+    async def _start(self, name: str) -> bool | asyncio.Task[bool] | None:
         """Act on a target whose dependencies are done: True/False when finished here and now,
-        or the task of the request it started."""
+        the task of the request it started, or None when it must wait for requests in flight."""
         decision = self.planner.decisions.get(name)
         if decision is None or decision.action in (Action.WAIT, Action.REQUEST):
             # A request sends the inputs as they are now, and its spec must say what was sent: an
@@ -252,7 +260,10 @@ class Executor:
             self._finished(decision)
             return True
         limit = self.options.max_cost_usd
-        if limit is not None and self.summary.cost_usd + self._in_flight_usd + decision.estimate_usd > limit:
+        reserve = self._reserve(decision)
+        if limit is not None and self.summary.cost_usd + self._in_flight_usd + reserve > limit:
+            if self._estimates:
+                return None  # they reserve their ceilings; what they really cost may leave room
             self._skip(name, f"not started: it could take spending past --max-cost ${limit:.2f}", started=False)
             return False
         try:
@@ -264,12 +275,32 @@ class Executor:
         except ValueError as exc:
             self._fail(name, exc)
             return False
-        self._in_flight_usd += decision.estimate_usd
+        self._in_flight_usd += reserve
+        self.summary.estimate_usd += decision.estimate_usd
         self.reporter.event("started", name, decision.reason, state=str(decision.state),
                             estimate_usd=decision.estimate_usd or None)
         task = asyncio.create_task(self._call(provider, request, decision))
-        self._estimates[task] = decision.estimate_usd
+        self._estimates[task] = reserve
         return task
+
+    def _reserve(self, decision: Decision) -> float:
+        """What a request holds of the budget while in flight: the most it can cost by the prices
+        (pricing.ceiling_usd), times the worst overrun a server has shown in this build."""
+        if self.planner.free:
+            return 0.0
+        target = self.project.targets[decision.name]
+        p = target.params
+        ceiling = ceiling_usd(size=p["size"], quality=p["quality"], n=p["n"], prompt=target.prompt,
+                              input_images=len(target.images), prices=self.planner.prices)
+        self._ceilings[decision.name] = ceiling
+        return ceiling * self._overrun
+
+    def _spent(self, name: str, usd: float) -> None:
+        self.summary.cost_usd += usd
+        ceiling = self._ceilings.get(name, 0.0)
+        if ceiling > 0 and usd > ceiling:
+            # The server charges more than the prices say: hold what starts next to its price.
+            self._overrun = max(self._overrun, usd / ceiling)
 
     def _finished(self, decision: Decision) -> None:
         self.planner.decisions[decision.name] = Decision(
@@ -376,7 +407,7 @@ class Executor:
             except ProviderError as exc:
                 self.summary.requests += exc.requests
                 self.summary.retries += exc.retries
-                self.summary.cost_usd += exc.cost_usd or 0.0  # paid for all the same
+                self._spent(name, exc.cost_usd or 0.0)  # paid for all the same
                 self._request_failed(name, exc)
                 await asyncio.to_thread(self._keep_paid_for, name, staging)
                 return False
@@ -387,7 +418,7 @@ class Executor:
             cost = result.cost_usd if result.cost_usd is not None else (
                 None if self.planner.free else decision.estimate_usd)
             if cost:
-                self.summary.cost_usd += cost
+                self._spent(name, cost)
             record = RunRecord(infos, self.project.settings.preset, cost, utc_now())
             target = self.project.targets[name]
             if len(infos) != len(target.outputs):

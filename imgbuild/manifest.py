@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 TARGET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 PRESET_NAMES = ("openai", "aimlapi", "compatible", "placeholder")
@@ -31,17 +32,40 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# A price is a finite amount, 0 or more: nan would switch --max-cost off, a negative one undo spend.
+USD = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class Prices(_Strict):
     """Override the cost estimate. Token prices are USD per million tokens."""
 
     model_config = ConfigDict(extra="forbid", strict=False)
 
-    text_input_per_million: float | None = Field(None, ge=0, description="USD per million text input tokens.")
-    image_input_per_million: float | None = Field(None, ge=0, description="USD per million image input tokens.")
-    image_output_per_million: float | None = Field(None, ge=0, description="USD per million image output tokens.")
-    per_image: float | dict[str, float] | None = Field(
+    text_input_per_million: USD | None = Field(None, description="USD per million text input tokens.")
+    image_input_per_million: USD | None = Field(None, description="USD per million image input tokens.")
+    image_output_per_million: USD | None = Field(None, description="USD per million image output tokens.")
+    text_output_per_million: USD | None = Field(
+        None, description="USD per million text output tokens (usage.output_tokens_details.text_tokens)."
+    )
+    per_image: USD | dict[Literal["low", "medium", "high", "auto"], USD] | None = Field(
         None, description="A flat USD price per image, or a table by quality (low/medium/high/auto)."
     )
+
+    @field_validator("per_image", mode="before")
+    @classmethod
+    def _one_line_per_price(cls, value: Any) -> Any:
+        # Checked here so that a bad price is one readable line, not one per branch of the union.
+        table = value if isinstance(value, dict) else {None: value}
+        for quality, price in table.items():
+            if quality not in (None, "low", "medium", "high", "auto"):
+                raise PydanticCustomError("price_quality", "{quality} is not a quality (low, medium, high, auto)",
+                                          {"quality": repr(quality)})
+            if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price < float("inf"):
+                # A table's value is named here; a single one is shown by the renderer.
+                where = f"{quality} = {price!r}: " if quality else ""
+                raise PydanticCustomError("price", "{where}a price is a finite amount in USD, 0 or more",
+                                          {"where": where})
+        return value
 
 
 class ProviderTable(_Strict):

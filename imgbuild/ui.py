@@ -47,6 +47,9 @@ def summary_line(s: Summary) -> str:
     if s.retries:
         tail += f" ({s.retries} retries)"
     tail += f", {money(s.cost_usd)}"
+    over = s.cost_usd - s.estimate_usd
+    if over > max(0.0005, 0.01 * s.estimate_usd):  # not the noise of token counts
+        tail += f" ({money(over)} over the estimate of {money(s.estimate_usd)})"
     if s.interrupted:
         tail += "; interrupted"
     return head + tail

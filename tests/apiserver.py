@@ -52,6 +52,9 @@ FAULTS = {
     "gone_download": "aimlapi: the URL answers 404, every time",
     "oversize_download": "aimlapi: download announcing 65 MB",
     "endless_download": "aimlapi: chunked download that never ends",
+    "extra_images": "count more images than the n asked for (paid for, as the server says)",
+    "bomb": "a decompression bomb: a whole, valid PNG of 20000x20000 pixels, 50 KB on the wire",
+    "usage": "the answer's usage (openai) or meta.usage (aimlapi) with the fields of `usage` merged in",
 }
 
 
@@ -61,6 +64,8 @@ class Fault:
     retry_after: str | None = None
     delay_s: float = 0.0
     message: str = "Invalid request."
+    count: int = 1  # extra_images: how many more
+    usage: dict[str, Any] | None = None  # usage: fields to merge in (Infinity, NaN are sent as such)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULTS:

@@ -7,7 +7,9 @@ import base64
 import functools
 import hashlib
 import json
+import struct
 import threading
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -110,7 +112,7 @@ def _answer(h: _Handler, api: ApiServer, rec: Received, fields: dict[str, Any],
         return _reject(h, rec, leave, 400, exc.message, exc.code, exc.param)
     api.stopping.wait(api.latency_s)
     body, encoded = _success(api, fields, parsed, len([f for f in files if f.name != "mask"]),
-                             fault.kind if fault else None)
+                             fault.kind if fault else None, fault)
     rec.status = 200
     leave()
     raw = json.dumps(body).encode().replace(f'"{IMAGE_SLOT}"'.encode(), b'"%s"' % encoded)
@@ -128,7 +130,7 @@ def _request_fault(h: _Handler, api: ApiServer, rec: Received, fault: Fault, lea
         return False
     if kind in ("wrong_size", "wrong_format", "bad_base64", "undecodable", "truncate",
                 "url_scheme", "truncate_download", "oversize_download", "endless_download",
-                "gone_download"):
+                "gone_download", "extra_images", "bomb", "usage"):
         return False
     api.stopping.wait(fault.delay_s)
     if kind == "reset":
@@ -154,7 +156,8 @@ def _request_fault(h: _Handler, api: ApiServer, rec: Received, fault: Fault, lea
 
 
 def _success(api: ApiServer, fields: dict[str, Any], parsed: dict[str, Any],
-             input_images: int, fault: str | None) -> tuple[dict[str, Any], bytes]:
+             input_images: int, fault: str | None,
+             spec: Fault | None = None) -> tuple[dict[str, Any], bytes]:
     """The answer's JSON with IMAGE_SLOT where the base64 goes, and that base64."""
     size = "1024x1024" if parsed["size"] == "auto" else parsed["size"]
     width, height = (int(v) for v in size.split("x"))
@@ -164,9 +167,12 @@ def _success(api: ApiServer, fields: dict[str, Any], parsed: dict[str, Any],
     if fault == "wrong_format":
         fmt = "jpeg" if fmt != "jpeg" else "png"
     transparent = parsed["background"] == "transparent"
-    n = parsed["n"]
+    n = parsed["n"] + (spec.count if spec and fault == "extra_images" else 0)
     rendered = render_b64(width, height, fmt, transparent)
     image, encoded, sha256 = rendered.data, rendered.b64, rendered.sha256
+    if fault == "bomb":
+        image = bomb_png()
+        encoded, sha256 = base64.b64encode(image), hashlib.sha256(image).hexdigest()
     if fault == "bad_base64":
         encoded = encoded[:64] + b"!*!" + encoded[64:]
     elif fault == "undecodable":
@@ -189,6 +195,8 @@ def _success(api: ApiServer, fields: dict[str, Any], parsed: dict[str, Any],
         usd = round(api.usd_per_image * n, 6)
         body.update(data=data, meta={"usage": {"credits_used": int(usd * 2_000_000),
                                                "usd_spent": usd}})
+        if fault == "usage" and spec and spec.usage:
+            body["meta"]["usage"].update(spec.usage)
         return body, encoded
     text_tokens = max(1, len(str(fields.get("prompt", ""))) // 4)
     image_tokens = 1_000 * input_images
@@ -201,7 +209,24 @@ def _success(api: ApiServer, fields: dict[str, Any], parsed: dict[str, Any],
                "input_tokens_details": {"text_tokens": text_tokens,
                                         "image_tokens": image_tokens}},
     )
+    if fault == "usage" and spec and spec.usage:
+        body["usage"].update(spec.usage)
     return body, encoded
+
+
+@functools.lru_cache(maxsize=1)
+def bomb_png() -> bytes:
+    """A whole, valid PNG of 20000x20000 1-bit pixels: about 50 KB, 400 million pixels decoded."""
+    side = 20_000
+    row = b"\0" * (1 + side // 8)  # filter byte, then 8 pixels a byte
+    pack = zlib.compressobj(1)
+    idat = b"".join(pack.compress(row * 1000) for _ in range(side // 1000)) + pack.flush()
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def serve_download(h: _Handler) -> None:

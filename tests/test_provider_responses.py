@@ -117,10 +117,9 @@ def test_a_truncated_download_is_fetched_again_without_a_new_generation(
     assert [sha256(result.files[0])] == aimlapi_server.served
 
 
-@pytest.mark.parametrize("fault", ["bad_base64", "undecodable", "truncate"])
-def test_a_broken_image_is_requested_again(fault: str, api_server: ApiServer,
-                                           tmp_path: Path) -> None:
-    api_server.inject(Fault(fault))
+def test_an_answer_cut_short_in_transit_is_requested_again(api_server: ApiServer,
+                                                           tmp_path: Path) -> None:
+    api_server.inject(Fault("truncate"))
     result = generate(api_server, tmp_path)
 
     assert len(api_server.received) == 2
@@ -144,10 +143,24 @@ def test_a_whole_image_of_another_format_is_kept_and_not_requested_again(api_ser
     assert [sha256(p) for p in tmp_path.iterdir()] == api_server.served  # left for the engine to keep
 
 
-def test_an_image_broken_every_time_fails_after_max_retries_leaving_no_file(
+@pytest.mark.parametrize("fault", ["bad_base64", "undecodable", "bomb"])
+def test_a_broken_image_in_a_whole_answer_is_final_counted_and_not_kept(
+        fault: str, api_server: ApiServer, tmp_path: Path) -> None:
+    # The answer came whole: asking again would pay again for what may come back the same.
+    api_server.inject(Fault(fault))
+    with pytest.raises(ProviderError, match="hero: .*not asked again \\(it was paid for\\)") as caught:
+        generate(api_server, tmp_path)
+
+    assert not caught.value.retryable
+    assert len(api_server.received) == 1
+    assert caught.value.requests == 1 and caught.value.cost_usd == pytest.approx(0.0317, abs=0.001)
+    assert list(tmp_path.iterdir()) == []  # worth nothing, and a bomb must not reach the cache
+
+
+def test_an_answer_cut_short_every_time_fails_after_max_retries_leaving_no_file(
         api_server: ApiServer, tmp_path: Path) -> None:
-    api_server.inject(Fault("bad_base64"), times=3)
-    with pytest.raises(BadResponse, match="hero: .*base64"):
+    api_server.inject(Fault("truncate"), times=3)
+    with pytest.raises(BadResponse, match="hero: .*truncated"):
         generate(api_server, tmp_path, max_retries=2)
 
     assert len(api_server.received) == 3

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from ._images import CONTENT_TYPES, sniff_format
 from .base import ImageRequest
 
 FileTuple = tuple[str, IO[bytes], str]
+log = logging.getLogger("imgbuild.providers")
 
 
 def fields(request: ImageRequest, *, n: int) -> dict[str, Any]:
@@ -107,31 +110,44 @@ def parse_response(body: bytes | bytearray) -> Any:
 class Spend:
     """Usage and cost added up over the HTTP requests of one target."""
 
-    cost_usd: float | None = 0.0
+    cost_usd: float = 0.0
     usage: dict[str, Any] | None = None
     priced: bool = field(default=False)
 
-    def add(self, payload: Mapping[str, Any], prices: Mapping[str, Any], *, images: int, quality: str) -> None:
+    def add(self, payload: Mapping[str, Any], prices: Mapping[str, Any], *, request: ImageRequest,
+            images: int) -> None:
         """Count one answered request: the USD figure it reports; else a flat ``per_image`` price
-        from ``[provider.prices]`` (the user's own terms); else its token usage, priced."""
+        from ``[provider.prices]`` (the user's own terms); else its token usage, priced; else the
+        estimate. A figure that is not a finite amount or count is a warning, never a value."""
         meta = payload.get("meta")
         meta_usage = meta.get("usage") if isinstance(meta, Mapping) else None
         usage = payload.get("usage")
         cost: float | None = None
-        flat = pricing.per_image_usd(prices, quality)
+        complaints = []
         if isinstance(meta_usage, Mapping):
             usage = meta_usage
-            spent = meta_usage.get("usd_spent")
-            if isinstance(spent, (int, float)) and not isinstance(spent, bool):
-                cost = float(spent)
+            if "usd_spent" in meta_usage:
+                cost = pricing.checked_usd(meta_usage["usd_spent"])
+                if cost is None:
+                    complaints.append(f"usd_spent = {pricing.shown(meta_usage['usd_spent'])} is not an amount")
+        flat = pricing.per_image_usd(prices, request.quality)
         if cost is None and flat is not None:
             cost = flat * images
         elif cost is None and isinstance(usage, Mapping):
-            cost = pricing.usd_from_usage(usage, prices)
+            try:
+                cost = pricing.usd_from_usage(usage, prices)
+            except ValueError as exc:
+                complaints.append(str(exc))
+        if cost is None:
+            cost = pricing.estimate_usd(size=request.size, quality=request.quality, n=images,
+                                        prompt_chars=len(request.prompt), input_images=len(request.images),
+                                        prices=prices)
+        if complaints:
+            log.warning("%s: the API reported %s; counted as $%.4f instead",
+                        request.target, "; ".join(complaints), cost)
         if isinstance(usage, Mapping):
             self.usage = _sum(self.usage or {}, usage)
-        # One response without a figure makes the total unknown, not smaller.
-        self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
+        self.cost_usd += cost
         self.priced = True
 
     def result_cost(self) -> float | None:
@@ -144,7 +160,7 @@ def _sum(total: Mapping[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, Mapping):
             prev = out.get(key)
             out[key] = _sum(prev if isinstance(prev, Mapping) else {}, value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             prev = out.get(key, 0)
             out[key] = (prev if isinstance(prev, (int, float)) else 0) + value
         else:

@@ -43,6 +43,9 @@ log = logging.getLogger("imgbuild.providers")
 
 CONNECT_TIMEOUT_S = 10.0
 MAX_IMAGE_BYTES = 64 * 1024 * 1024  # per image, decoded or downloaded
+# One answer (its JSON, inline images included, plus the images it links to) whatever its n: ten
+# 3840x2160 PNGs fit; a server cannot make a build hold more than this in memory or on disk.
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
 MAX_DOWNLOAD_REDIRECTS = 5
 _CHUNK = 256 * 1024
 
@@ -57,6 +60,10 @@ class _Tally:
 class _Images:
     files: list[Path]
     warnings: list[str] = field(default_factory=list)
+
+
+class _UnreadAnswer(ProviderError):
+    """A 2xx answer over MAX_ANSWER_BYTES: paid for, never read, not asked again."""
 
 
 class OpenAIProvider:
@@ -151,11 +158,14 @@ class OpenAIProvider:
             try:  # the limiter's slot covers the API request only, not saving or downloads
                 # httpx's read timeout is per read: a server trickling bytes would never trip it.
                 async with asyncio.timeout(self.settings.timeout_s):
-                    payload = await self._post(ctx, request, n, tally)
+                    payload, answer_bytes = await self._post(ctx, request, n, tally)
             except TimeoutError as exc:
                 error = NetworkError(f"timed out: the {ctx.preset} API took over {self.settings.timeout_s:g} s to answer",
                                      target=ctx.target)
                 error.__cause__ = exc
+            except _UnreadAnswer:
+                spend.add({}, self.settings.prices, request=request, images=n)  # at the estimate
+                raise
             except RateLimited as exc:
                 self._limiter.rate_limited(epoch)
                 error = exc
@@ -167,9 +177,10 @@ class OpenAIProvider:
                 self._limiter.release()
             if error is None:
                 # Paid for the moment a 2xx body parses, whatever becomes of its images.
-                spend.add(payload, self.settings.prices, images=n, quality=request.quality)
+                spend.add(payload, self.settings.prices, request=request, images=n)
                 try:
-                    return await self._save(ctx, request, n, payload, staging_dir)
+                    return await self._save(ctx, request, n, payload, staging_dir,
+                                            MAX_ANSWER_BYTES - answer_bytes)
                 except TransientError as exc:
                     error = exc
             if attempt == max_retries:
@@ -181,8 +192,9 @@ class OpenAIProvider:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _post(self, ctx: CallContext, request: ImageRequest, n: int,
-                    tally: _Tally) -> dict[str, Any]:
-        """Send one API request and return its JSON body, or raise the error it amounts to."""
+                    tally: _Tally) -> tuple[dict[str, Any], int]:
+        """Send one API request and return its JSON body and its size in bytes, or raise the error
+        it amounts to."""
         client = self._http()
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         body = _payload.fields(request, n=n)
@@ -209,7 +221,7 @@ class OpenAIProvider:
             tally.requests += 1
             try:
                 ok = response.is_success
-                cap = MAX_ERROR_BODY_BYTES if not ok else n * (MAX_IMAGE_BYTES * 4 // 3) + 2**20
+                cap = MAX_ERROR_BODY_BYTES if not ok else MAX_ANSWER_BYTES
                 with translate_errors(ctx, phase="body"):
                     raw = await _read_capped(response, cap, ctx, truncate=not ok)
             finally:
@@ -223,45 +235,56 @@ class OpenAIProvider:
                               target=ctx.target, status=response.status_code) from exc
         if not isinstance(payload, dict):
             raise BadResponse("the API sent JSON that is not an object", target=ctx.target)
-        return payload
+        return payload, len(raw)
 
     async def _save(self, ctx: CallContext, request: ImageRequest, n: int,
-                    payload: dict[str, Any], staging_dir: Path) -> _Images:
+                    payload: dict[str, Any], staging_dir: Path, bytes_left: int) -> _Images:
+        """Save the first n images of an answer; ``bytes_left`` of MAX_ANSWER_BYTES bound what
+        its download URLs may bring in all."""
         data = payload.get("data")
         if not isinstance(data, list):
             raise BadResponse("the API sent no image list", target=ctx.target)
         images = _Images(files=[])
+        if len(data) > n:
+            # Only what was asked is fetched and kept; what the server added is not looked at.
+            images.warnings.append(f"asked for {n} image(s), the API sent {len(data)}; kept the first "
+                                   f"{n} and did not fetch or store the rest")
         # Images that arrive whole stay in the staging folder even when a sibling fails: they were
         # paid for, and the engine keeps whatever is left there in the cache.
         with translate_errors(ctx, phase="save"):
-            for item in data:
-                path = await self._save_one(ctx, request, item, staging_dir)
+            for item in data[:n]:
+                via_url = _is_url(item)
+                path = await self._save_one(ctx, request, item, staging_dir, max(0, bytes_left))
+                bytes_left -= path.stat().st_size if via_url else 0
                 try:
                     warning = _images.check_image(path, output_format=request.output_format,
                                                   size=request.size, target=ctx.target)
-                except BadResponse:
-                    _remove([path])  # truncated or undecodable: worth nothing
+                except (BadResponse, _images.BrokenImage):
+                    _remove([path])  # truncated, undecodable or a bomb: worth nothing
                     raise
                 images.files.append(path)
                 if warning:
                     images.warnings.append(warning)
-        if len(data) != n:
+        if len(data) < n:
             # Asking again would be paid again and may come back the same: keep these, fail.
             raise ProviderError(f"asked for {n} image(s), the API sent {len(data)} (kept in the cache)",
                                 target=ctx.target)
         return images
 
     async def _save_one(self, ctx: CallContext, request: ImageRequest, item: Any,
-                        staging_dir: Path) -> Path:
+                        staging_dir: Path, bytes_left: int) -> Path:
         path = _images.new_staging_file(staging_dir, ctx.target, request.output_format)
         try:
             # pop: the base64 text (10+ MB) is dropped as soon as it is decoded
             encoded = item.pop("b64_json", None) if isinstance(item, dict) else None
             url = item.get("url") if isinstance(item, dict) else None
             if isinstance(encoded, (str, memoryview)) and encoded:
+                if len(encoded) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+                    raise ProviderError(f"the API sent an image of over {MAX_IMAGE_BYTES:,} bytes; not "
+                                        "asked again (it was paid for)", target=ctx.target)
                 _images.write_b64(path, encoded, ctx.target)
             elif isinstance(url, str) and url:
-                await self._download(ctx, url, path)
+                await self._download(ctx, url, path, min(MAX_IMAGE_BYTES, bytes_left))
             else:
                 raise BadResponse("the API sent an image with neither b64_json nor url",
                                   target=ctx.target)
@@ -270,8 +293,8 @@ class OpenAIProvider:
             raise
         return path
 
-    async def _download(self, ctx: CallContext, url: str, path: Path) -> None:
-        """Fetch an image URL into ``path``: http(s) only, no key, at most MAX_IMAGE_BYTES.
+    async def _download(self, ctx: CallContext, url: str, path: Path, cap: int) -> None:
+        """Fetch an image URL into ``path``: http(s) only, no key, at most ``cap`` bytes.
         A failed download is retried on its own first: the image behind it was paid for."""
         if urlsplit(url).scheme not in ("http", "https"):
             # Not retried: a gateway that sends such URLs sends them again, and each try is paid.
@@ -281,7 +304,7 @@ class OpenAIProvider:
         for attempt in range(max_retries + 1):
             try:
                 async with asyncio.timeout(self.settings.timeout_s):
-                    await self._download_once(ctx, url, path)
+                    await self._download_once(ctx, url, path, cap)
                 return
             except TimeoutError as exc:
                 error: TransientError = NetworkError(
@@ -298,7 +321,7 @@ class OpenAIProvider:
             log.info("%s; download retry %d of %d in %.1f s", error, attempt + 1, max_retries, delay)
             await asyncio.sleep(delay)
 
-    async def _download_once(self, ctx: CallContext, url: str, path: Path) -> None:
+    async def _download_once(self, ctx: CallContext, url: str, path: Path, cap: int) -> None:
         client = self._http()
         with translate_errors(ctx, phase="download"):
             async with client.stream("GET", url, follow_redirects=True) as response:
@@ -308,16 +331,16 @@ class OpenAIProvider:
                         target=ctx.target, status=response.status_code)
                 declared = response.headers.get("content-length", "")
                 # Over the cap is not retried either: the same image would be as large again.
-                if declared.isdigit() and int(declared) > MAX_IMAGE_BYTES:
+                if declared.isdigit() and int(declared) > cap:
                     raise ProviderError(f"the image download is {int(declared):,} bytes, over "
-                                        f"the {MAX_IMAGE_BYTES:,} byte cap", target=ctx.target)
+                                        f"the {cap:,} byte cap", target=ctx.target)
                 written = 0
                 with open(path, "wb") as f:
                     async for chunk in response.aiter_bytes(_CHUNK):
                         written += len(chunk)
-                        if written > MAX_IMAGE_BYTES:
+                        if written > cap:
                             raise ProviderError(f"the image download passed the "
-                                                f"{MAX_IMAGE_BYTES:,} byte cap", target=ctx.target)
+                                                f"{cap:,} byte cap", target=ctx.target)
                         f.write(chunk)
 
 
@@ -325,13 +348,22 @@ async def _read_capped(response: httpx.Response, cap: int, ctx: CallContext, *,
                        truncate: bool) -> bytearray:
     """The body, up to ``cap`` bytes: an error body is cut there, an image body is refused."""
     body = bytearray()  # grows in place: no second copy of a 10 MB body, as a join would make
+    declared = response.headers.get("content-length", "")
+    if not truncate and declared.isdigit() and int(declared) > cap:
+        raise _UnreadAnswer(f"the API answer is {int(declared):,} bytes, over the {cap:,} byte cap; "
+                            "not read, and not asked again (it was paid for)", target=ctx.target)
     async for chunk in response.aiter_bytes(_CHUNK):
         body += chunk
         if len(body) > cap:
             if truncate:
                 break
-            raise BadResponse(f"the API response passed {cap:,} bytes", target=ctx.target)
+            raise _UnreadAnswer(f"the API answer passed the {cap:,} byte cap; not asked again (it "
+                                "was paid for)", target=ctx.target)
     return body
+
+
+def _is_url(item: Any) -> bool:
+    return isinstance(item, dict) and not item.get("b64_json") and isinstance(item.get("url"), str)
 
 
 def _remove(paths: list[Path]) -> None:
