@@ -52,7 +52,7 @@ FIELD_FACTS: dict[tuple[str, str], tuple[str | None, str, str]] = {
     ("ProviderTable", "timeout"): (None, "no", "The read timeout; connecting times out after 10 s."),
     ("ProviderTable", "max_retries"): (None, "no",
                                        "Only for what is plainly transient: 429, 408, 409, 5xx, "
-                                       "timeouts, resets, truncated or undecodable images."),
+                                       "timeouts, resets, answers cut short in transit."),
     ("ProviderTable", "confirm_above"): (None, "no", "`build --yes` skips the question; off a "
                                          "terminal nothing is asked."),
     ("ProviderTable", "prices"): ("`{}`", "no", "Changes estimates and recorded costs, never a spec."),
@@ -63,6 +63,10 @@ FIELD_FACTS: dict[tuple[str, str], tuple[str | None, str, str]] = {
                                              "Estimate: 272 / 1056 / 4160 tokens for a 1024x1024 "
                                              "image at low / medium / high (auto counts as high), "
                                              "in proportion to the pixel area for other sizes."),
+    ("Prices", "text_output_per_million"): ("`10.0`", "no",
+                                            "Text output tokens, when an answer's "
+                                            "`usage.output_tokens_details` reports them apart "
+                                            "(OpenAI's figure for its GPT image models)."),
     ("Prices", "per_image"): ("none: priced by tokens", "no",
                               "Replaces the token estimate, e.g. `per_image = 0.05` or "
                               "`per_image = {{ low = 0.01, medium = 0.04, high = 0.17 }}` (a "
