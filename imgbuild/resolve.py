@@ -32,7 +32,7 @@ PRESET_KEYS = frozenset(p.api_key_env for p in PRESETS.values() if p.api_key_env
 # Where the key for a compatible server comes from when no one outside the manifest names a variable.
 GENERIC_KEY_ENV = "IMGBUILD_API_KEY"
 # This machine, spelled so that no URL parser can read another host into it (no userinfo, no `\`).
-_LOOPBACK_URL = re.compile(r"^https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?(/[^\s@\\?#]*)?$", re.I)
+_LOOPBACK_URL = re.compile(r"^https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?(/[^\s@\\?#]*)?$", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VAR = re.compile(r"\$(\$|\{([^}]*)\})")
 _NAME = re.compile(TARGET_NAME_PATTERN)
