@@ -108,3 +108,15 @@ def test_leave_to_send_a_variable_lasts_only_while_it_is_given(start_api_server:
 
     assert allowed.code == 0 and refused.code == 2, refused.err
     assert len(server.received) == 1
+
+
+def test_a_key_variable_named_outside_the_manifest_must_be_a_variable_name(
+        start_api_server: Any, project: Project) -> None:
+    server = start_api_server("openai")
+    compatible(project, elsewhere(server))
+
+    result = project.build(env={"GITHUB_TOKEN": server.key, "IMGBUILD_API_KEY_ENV": "GITHUB TOKEN"})
+
+    assert result.code == 2
+    assert result.err.strip() == "error: IMGBUILD_API_KEY_ENV='GITHUB TOKEN' is not the name of an environment variable"
+    assert server.received == []
