@@ -113,3 +113,18 @@ def test_a_server_that_charges_past_the_prices_holds_later_requests_to_its_price
     assert result.code == 1
     assert len(server.received) == 1
     assert result.summary["cost_usd"] == pytest.approx(0.2)
+
+
+def test_a_request_that_does_not_fit_beside_those_in_flight_waits_for_them(
+        start_api_server: Any, project: Project) -> None:
+    # Each can cost $0.15 (estimated $0.04, which the server charges): one at a time, two fit in $0.20.
+    server = start_api_server("openai", latency_s=0.2)
+    prompt = "騎士" * 4000
+    project.manifest('[provider]\nname = "openai"\n' + "".join(
+        f'[images.t{i}]\nprompt = "{prompt} {i}"\n' for i in range(3)))
+
+    result = project.build("-j", "4", "--max-cost", "0.20", env=env(server))
+
+    assert result.summary["built"] == 2 and result.summary["not_started"] == 1
+    assert [r.in_flight for r in server.received] == [1, 1]
+    assert result.summary["cost_usd"] <= 0.20
