@@ -45,6 +45,22 @@ def test_the_answer_cap_does_not_grow_with_n(api_server: ApiServer, tmp_path: Pa
     assert list((tmp_path / "ten").iterdir()) == []
 
 
+def test_the_json_of_an_answer_besides_its_images_is_capped_before_it_is_parsed(
+        api_server: ApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgbuild.providers import _payload
+
+    # A server padding its answer with 150 KB of `[0,0,…]`; the cap, lowered for the test, is 64 KB
+    # (8 MB for real: json.loads of 256 MB of it would build gigabytes of objects).
+    monkeypatch.setattr(_payload, "MAX_JSON_BYTES", 64 * 1024)
+    api_server.inject(Fault("usage", usage={"padding": [0] * 50_000}))
+    with pytest.raises(ProviderError, match="JSON besides its images is .* over the 65,536 byte cap") as caught:
+        generate(api_server, tmp_path)
+
+    assert len(api_server.received) == 1 and not caught.value.retryable
+    assert caught.value.cost_usd == pytest.approx(0.0317, abs=0.001)
+    generate(api_server, tmp_path)  # an ordinary answer, 2 MB of base64 in it, is well under
+
+
 def test_images_past_n_are_neither_downloaded_nor_stored(start_api_server: Any, project: Project) -> None:
     server = start_api_server("aimlapi")
     server.inject(Fault("extra_images", count=5))

@@ -44,6 +44,13 @@ def fields(request: ImageRequest, *, n: int) -> dict[str, Any]:
     return body
 
 
+def _loads(text: bytes | bytearray) -> Any:
+    if len(text) > MAX_JSON_BYTES:
+        raise AnswerTooLarge(f"the answer's JSON besides its images is {len(text):,} bytes, over the "
+                             f"{MAX_JSON_BYTES:,} byte cap")
+    return json.loads(text)
+
+
 def form_value(value: Any) -> str:
     """Multipart fields are text: numbers as digits, booleans as JSON spells them."""
     if isinstance(value, str):
@@ -73,6 +80,13 @@ def _file_part(path: Path, stack: contextlib.ExitStack) -> FileTuple:
 
 _B64_VALUE = re.compile(rb'"b64_json"\s*:\s*"')
 _SLOT = "@image:"  # every b64_json value is replaced, so no real value can be mistaken
+# An answer's JSON besides its base64 images is a few KB from a real server. More is refused before
+# it is parsed: json.loads of 256 MB of `[0,0,…]` would build gigabytes of objects.
+MAX_JSON_BYTES = 8 * 2**20
+
+
+class AnswerTooLarge(ValueError):
+    """The JSON of an answer, its images aside, is over MAX_JSON_BYTES."""
 
 
 def parse_response(body: bytes | bytearray) -> Any:
@@ -80,8 +94,9 @@ def parse_response(body: bytes | bytearray) -> Any:
 
     A 2048x2048 PNG comes as 8 MB of base64; ``json.loads`` would decode the whole body to a str
     and copy the base64 out of it again, twice the memory and half the client's CPU per image.
-    The base64 alphabet has no quote and no backslash, so its end is the next quote; anything
-    unusual (an escape inside, no closing quote) falls back to a plain ``json.loads``.
+    The base64 alphabet has no quote and no backslash, so its end is the next quote (``\\/``, which
+    some gateways write for ``/``, is undone); anything unusual (another escape inside, no closing
+    quote) falls back to a plain ``json.loads``. What is parsed as JSON is at most MAX_JSON_BYTES.
     """
     view = memoryview(body)
     pieces: list[bytes | memoryview] = []
@@ -90,14 +105,20 @@ def parse_response(body: bytes | bytearray) -> Any:
     for match in _B64_VALUE.finditer(body):
         start = match.end()
         end = body.find(b'"', start)
-        if end < 0 or body.find(b"\\", start, end) >= 0:
-            return json.loads(body)
+        if end < 0:
+            return _loads(body)
+        encoded = view[start:end]
+        if body.find(b"\\", start, end) >= 0:
+            unescaped = bytes(encoded).replace(b"\\/", b"/")
+            if b"\\" in unescaped:
+                return _loads(body)
+            encoded = memoryview(unescaped)
         pieces += [view[pos:start], f"{_SLOT}{len(images)}".encode()]
-        images.append(view[start:end])
+        images.append(encoded)
         pos = end
     if not images:
-        return json.loads(body)
-    payload = json.loads(b"".join([*pieces, view[pos:]]))
+        return _loads(body)
+    payload = _loads(b"".join([*pieces, view[pos:]]))
     data = payload.get("data") if isinstance(payload, dict) else None
     for item in data if isinstance(data, list) else ():
         value = item.get("b64_json") if isinstance(item, dict) else None

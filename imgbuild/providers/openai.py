@@ -230,6 +230,9 @@ class OpenAIProvider:
             raise status_error(ctx, response, raw)
         try:
             payload = _payload.parse_response(raw)
+        except _payload.AnswerTooLarge as exc:
+            raise _UnreadAnswer(f"{exc}; not read, and not asked again (it was paid for)",
+                                target=ctx.target) from exc
         except ValueError as exc:
             raise BadResponse(f"the API sent a body that is not JSON ({len(raw)} bytes)",
                               target=ctx.target, status=response.status_code) from exc
