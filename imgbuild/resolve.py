@@ -19,6 +19,7 @@ from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN
 from .providers import PRESETS, Preset
 from .providers.base import Capabilities, ProviderSettings
 from .providers.rules import parse_size
+from .textvars import resolve_vars, substitute, var_names
 
 EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 FORMAT_EXTENSION = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
@@ -28,7 +29,6 @@ OWN_FIELDS = frozenset(
      "output_compression", "n", "image", "image[]", "images", "mask"}
 )
 PRESET_KEYS = frozenset(p.api_key_env for p in PRESETS.values() if p.api_key_env)
-_VAR = re.compile(r"\$(\$|\{([^}]*)\})")
 _NAME = re.compile(TARGET_NAME_PATTERN)
 
 
@@ -136,6 +136,8 @@ def validate_shape(
                 parts[key] = ManifestFile.model_validate({key: value}).__dict__[key]
             except ValidationError as exc:
                 problems.extend(_pydantic_problems(exc))
+                if key == "vars" and isinstance(value, dict):  # the sound vars still resolve prompts
+                    parts[key] = {k: v for k, v in value.items() if isinstance(v, str)}
     images = raw.get("images", {})
     targets: dict[str, TargetTable] = {}
     if not isinstance(images, dict):
@@ -234,22 +236,13 @@ class _Paths:
         return rel
 
 
-def substitute(text: str, variables: dict[str, str], where: str, problems: list[Problem]) -> str:
-    def repl(m: re.Match[str]) -> str:
-        if m.group(1) == "$":
-            return "$"
-        name = m.group(2)
-        if name not in variables:
-            problems.append(Problem(where, f"${{{name}}} is not defined in [vars]"))
-            return m.group(0)
-        return variables[name]
-
-    return _VAR.sub(repl, text) if "$" in text else text
-
-
 class _TargetResolver:
-    def __init__(self, model: ManifestFile, root: Path, caps: Capabilities, problems: list[Problem]) -> None:
+    def __init__(self, model: ManifestFile, root: Path, caps: Capabilities, problems: list[Problem],
+                 var_names: set[str] | None = None) -> None:
         self.model = model
+        self.vars, broken = resolve_vars(model.vars, problems)
+        # A var whose value is not a string is reported by the shape pass: its users say nothing.
+        self.broken_vars = None if var_names is None else broken | (var_names - set(model.vars))
         self.root = root
         self.caps = caps
         self.problems = problems
@@ -341,7 +334,7 @@ class _TargetResolver:
             except (OSError, UnicodeDecodeError) as exc:
                 self.problem(where, f"{rel} cannot be read as UTF-8 text: {exc}")
                 return None
-        text = substitute(text, self.model.vars, where, self.problems)
+        text = substitute(text, self.vars, where, self.problems, self.broken_vars)
         if not text.strip():
             self.problem(where, "the prompt is empty")
         elif len(text) > self.caps.max_prompt_chars:
@@ -488,7 +481,7 @@ def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Over
     if model is None:
         model = ManifestFile.model_validate({})
     settings, preset = resolve_settings(model.provider, overrides, problems)
-    resolver = _TargetResolver(model, root, preset.capabilities, problems)
+    resolver = _TargetResolver(model, root, preset.capabilities, problems, var_names(raw.get("vars", {})))
     targets: dict[str, Target] = {}
     for name, table in tables.items():
         target = resolver.resolve(name, table, dropped.get(name, set()))
