@@ -74,6 +74,8 @@ class Project:
         """Read and validate a project's manifest. Raises ManifestError with every problem."""
         from . import resolvecache
 
+        if not os.path.isdir(root):
+            raise UsageError(f"the folder {root} does not exist" if not os.path.exists(root) else f"{root} is not a folder")
         manifest_path = Path(root).absolute() / manifest
         root_path = manifest_path.parent
         data = read_manifest(manifest_path)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError, Problem, UsageError
+from .hints import length_message, place, unknown_field
 from .images import sniff_format
 from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN, ManifestFile, TargetTable
 from .providers import PRESETS, Preset
@@ -81,6 +82,8 @@ def read_manifest(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise UsageError(f"the folder {path.parent} does not exist") from None
         raise ManifestError(path.name, [Problem("", f"not found in {path.parent} (imgbuild init writes a starter)")]) from None
     except OSError as exc:
         raise ManifestError(path.name, [Problem("", f"cannot be read: {exc.strerror}")]) from None
@@ -98,10 +101,13 @@ def parse_manifest(data: bytes, name: str) -> dict[str, Any]:
 def _pydantic_problems(exc: Any, prefix: tuple[Any, ...] = ()) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False):
-        loc = [str(p) for p in prefix + tuple(err["loc"]) if p != "[key]"]
-        where = ".".join(loc)
+        loc = prefix + tuple(err["loc"])
+        where = place(loc)
+        named = [p for p in loc if isinstance(p, str) and p != "[key]"]
         if err["type"] == "extra_forbidden":
-            message = "unknown field"
+            message = unknown_field(loc)
+        elif (short := length_message(err, named[-1] if named else "")) is not None:
+            message = short
         else:
             message = err["msg"]
             value = err.get("input")
@@ -130,7 +136,7 @@ def validate_shape(
     parts: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in fields:
-            problems.append(Problem(key, "unknown field"))
+            problems.append(Problem(key, unknown_field((key,))))
         elif key != "images":
             try:
                 parts[key] = ManifestFile.model_validate({key: value}).__dict__[key]
