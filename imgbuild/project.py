@@ -18,11 +18,12 @@ from .errors import ManifestError, ProjectBusy, UsageError
 from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry, utc_now
 from .graph import closure, dependencies, producers_of, topological_order
 from .lockfile import Lock
-from .plan import Action, Decision, Planner
+from .plan import Action, Decision, Planner, estimate_of
 from .providers.base import Provider, ProviderSettings
 from .resolve import Overrides, Resolved, Target, parse_manifest, read_manifest, resolve
+from .stale import recorded_outputs, remove_dead
 from .statcache import StatCache
-from .ui import Reporter
+from .ui import NullReporter, Reporter
 
 STATE_DIR = ".imgbuild"
 LOCK_WAIT_S = 3600.0  # how long a build waits for another build of the same project
@@ -60,6 +61,7 @@ class Project:
         self.lock = Lock.load(manifest_path.with_suffix(".lock"), self.state_dir)
         self.stats = StatCache(root, self.state_dir / "stat.json")
         self._resolved_key = ""
+        self.warnings: list[str] = []  # what loading found worth a word, e.g. an option it ignores
 
     @classmethod
     def load(
@@ -87,7 +89,25 @@ class Project:
         cache = LocalCache(Path(cache_dir) if cache_dir else None)
         project = cls(root_path, manifest_path, resolved, cache)
         project._resolved_key = key
+        if overrides.base_url and resolved.settings.preset == "placeholder":
+            source = "--base-url" if base_url else "IMGBUILD_BASE_URL"
+            project.warnings.append(f"{source} is ignored: the placeholder provider renders locally and calls no endpoint")
         return project
+
+    def manifest_provider_estimate(self, plan: Plan) -> tuple[str, float] | None:
+        """Under ``--provider placeholder``: the manifest's own provider and what it would charge
+        for the requests of ``plan`` (a placeholder run plans the real one). None otherwise."""
+        from .manifest import ProviderTable
+        from .resolve import resolve_settings
+
+        if self.settings.preset != "placeholder":
+            return None
+        raw = parse_manifest(read_manifest(self.manifest_path), self.manifest_path.name).get("provider", {})
+        settings, _ = resolve_settings(ProviderTable.model_validate(raw), Overrides(), [])
+        if settings.preset == "placeholder":
+            return None
+        todo = [self.targets[d.name] for d in plan.decisions if d.action in (Action.REQUEST, Action.WAIT)]
+        return settings.preset, sum(estimate_of(t, settings.prices) for t in todo)
 
     # -- selection and planning ----------------------------------------------------------------
 
@@ -142,7 +162,7 @@ class Project:
     ) -> Summary:
         """:meth:`build` for callers that already run an event loop (watch mode)."""
         options = options or BuildOptions()
-        reporter = reporter or Reporter()
+        reporter = reporter or NullReporter()  # a library is quiet unless asked to speak
         plan = self.plan(names, force=options.force)
         check_budget(plan.decisions, options.max_cost_usd)
         # Entries of targets no longer in the manifest go on a full build, so that the lock says
@@ -163,13 +183,17 @@ class Project:
             # Opened now when a request is planned: a missing key is one line, before any request.
             # A plan that only waits on upstream targets opens it when (if) it needs it.
             provider = self._open_provider(jobs) if any(d.action is Action.REQUEST for d in plan.decisions) else None
+            recorded = recorded_outputs(self.lock, [*plan.order, *gone])  # before the build rewrites them
             for name in gone:
                 self.lock.remove(name)
             self.cache.register_project(self.root)
             self._save_copies()
             executor = Executor(self, plan.planner, plan.order, reporter, options,
                                 lambda: provider or self._open_provider(jobs))
-            return await executor.run()
+            summary = await executor.run()
+            if not summary.interrupted:
+                await asyncio.to_thread(remove_dead, self, recorded, reporter)
+            return summary
 
     def _save_copies(self) -> None:
         """Keep machine-local copies of what this run had to parse, so the next one need not."""
