@@ -157,6 +157,7 @@ class LiveReporter(Reporter):
 
         self.console = Console(file=self.out, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
         self.in_flight: dict[str, float] = {}
+        self._name_width = 0
         self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=4,
                          transient=True, redirect_stdout=False, redirect_stderr=False)
         self._started = False
@@ -172,7 +173,9 @@ class LiveReporter(Reporter):
         from rich.text import Text
 
         now = time.monotonic()
-        width = max(map(len, self.in_flight), default=0)
+        # The widest name seen in flight: the columns do not jump as targets come and go.
+        self._name_width = max(self._name_width, *map(len, self.in_flight), 0)
+        width = self._name_width
         lines = [f"  {name:<{width}}  {now - t0:5.0f}s"
                  for name, t0 in sorted(self.in_flight.items(), key=lambda x: x[1])]
         if lines:
