@@ -51,6 +51,8 @@ def dead(recorded: Iterable[Recorded], targets: Mapping[str, Target], root: Path
     seen: set[str] = set()
     found = []
     for r in recorded:
+        if os.path.normpath(r.path).casefold() in in_use:  # the usual case, and cheap: no stat
+            continue
         rel = _confined(r.path, root, real_root)
         if rel is None or rel.casefold() in in_use or rel in seen:
             continue
