@@ -246,9 +246,10 @@ class _TargetResolver:
     def __init__(self, model: ManifestFile, root: Path, caps: Capabilities, problems: list[Problem],
                  var_names: set[str] | None = None) -> None:
         self.model = model
-        self.vars, broken = resolve_vars(model.vars, problems)
         # A var whose value is not a string is reported by the shape pass: its users say nothing.
-        self.broken_vars = None if var_names is None else broken | (var_names - set(model.vars))
+        untyped = (var_names or set()) - set(model.vars)
+        self.vars, broken = resolve_vars(model.vars, problems, untyped)
+        self.broken_vars = None if var_names is None else broken
         self.root = root
         self.caps = caps
         self.problems = problems

@@ -40,12 +40,14 @@ def substitute(text: str, variables: Mapping[str, str], where: str, problems: li
     return _REFERENCE.sub(repl, text)
 
 
-def resolve_vars(raw: Mapping[str, str], problems: list[Problem]) -> tuple[dict[str, str], set[str]]:
+def resolve_vars(raw: Mapping[str, str], problems: list[Problem],
+                 reported: Collection[str] = ()) -> tuple[dict[str, str], set[str]]:
     """Every var with the vars it uses resolved: (resolved, names of the broken ones).
 
-    A broken var (a cycle, or a reference to nothing) is reported once, at ``vars.NAME``."""
+    A broken var (a cycle, or a reference to nothing) is reported once, at ``vars.NAME``;
+    ``reported`` names vars already reported elsewhere (a value that is not a string)."""
     resolved: dict[str, str] = {}
-    broken: set[str] = set()
+    broken: set[str] = set(reported)
     for name in raw:
         _resolve_one(name, raw, resolved, broken, [], problems)
     return resolved, broken

@@ -75,6 +75,11 @@ def test_one_non_string_var_is_one_error_line(project: Project) -> None:
     assert lines == ["images.toml: vars.num: 3: input should be a valid string"]
 
 
+def test_a_var_using_a_non_string_var_says_nothing_more(project: Project) -> None:
+    lines = _errors(project, '[vars]\nnum = 3\ncount = "${num} apples"\n[images.a]\nprompt = "${count}"\n')
+    assert lines == ["images.toml: vars.num: 3: input should be a valid string"]
+
+
 def test_vars_that_are_not_a_table_are_one_error_line(project: Project) -> None:
     lines = _errors(project, 'vars = "flat"\n[images.a]\nprompt = "a ${style}"\n')
     assert len(lines) == 1 and lines[0].startswith("images.toml: vars: "), lines
