@@ -89,9 +89,11 @@ class Project:
         cache = LocalCache(Path(cache_dir) if cache_dir else None)
         project = cls(root_path, manifest_path, resolved, cache)
         project._resolved_key = key
-        if overrides.base_url and resolved.settings.preset == "placeholder":
-            source = "--base-url" if base_url else "IMGBUILD_BASE_URL"
-            project.warnings.append(f"{source} is ignored: the placeholder provider renders locally and calls no endpoint")
+        if resolved.settings.preset == "placeholder":
+            source = _ignored_base_url(data, manifest_path.name, overrides, base_url)
+            if source:
+                project.warnings.append(f"{source} is ignored: the placeholder provider renders locally and calls "
+                                        "no endpoint")
         return project
 
     def manifest_provider_estimate(self, plan: Plan) -> tuple[str, float] | None:
@@ -363,6 +365,16 @@ class Project:
         # Into the lock and the objects, not the run cache: a person's touch-up is this project's
         # answer to the spec, not what the API returned for it anywhere else.
         self.lock.set(name, lock_entry(decision, outputs, "accepted", None, utc_now()))
+
+
+def _ignored_base_url(data: bytes, name: str, overrides: Overrides, flag: str | None) -> str | None:
+    """Where a base URL the placeholder will not use came from, if one was given."""
+    if overrides.base_url:
+        return "--base-url" if flag else "IMGBUILD_BASE_URL"
+    if b"base_url" not in data:  # the no-op path of a large manifest parses nothing more
+        return None
+    provider = parse_manifest(data, name).get("provider")
+    return "[provider] base_url" if isinstance(provider, dict) and provider.get("base_url") else None
 
 
 def load_project(root: str | os.PathLike[str] = ".", manifest: str = "images.toml", **kw: object) -> Project:

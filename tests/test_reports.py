@@ -84,6 +84,15 @@ def test_a_base_url_ignored_by_the_placeholder_is_said_once(project: Project) ->
         "warning: --base-url is ignored: the placeholder provider renders locally and calls no endpoint"]
 
 
+def test_a_manifest_base_url_ignored_by_the_placeholder_is_said_once(project: Project) -> None:
+    project.manifest('[provider]\nname = "compatible"\nbase_url = "http://127.0.0.1:9/v1"\napi_key_env = "MY_KEY"\n'
+                     '[images.a]\nprompt = "a"\n[images.b]\nprompt = "b"\n')
+    result = project.run("build", "--provider", "placeholder")
+    assert result.code == 0, result.err
+    assert result.err.splitlines() == [
+        "warning: [provider] base_url is ignored: the placeholder provider renders locally and calls no endpoint"]
+
+
 def test_a_max_cost_refusal_shows_the_difference(project: Project) -> None:
     project.manifest('[provider]\nname = "openai"\n[provider.prices]\nper_image = 0.0213\n[images.a]\nprompt = "a"\n')
     result = project.run("build", "--max-cost", "0.02")
