@@ -23,6 +23,10 @@ _EXPORTS = {
     "Target": "resolve",
     "Spec": "spec",
     "LocalCache": "cache",
+    "Reporter": "ui",
+    "JsonReporter": "ui",
+    "LiveReporter": "ui",
+    "NullReporter": "ui",
     "ImgbuildError": "errors",
     "ManifestError": "errors",
     "ProviderError": "errors",
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from .project import Plan, Project, load_project
     from .resolve import Target
     from .spec import Spec
+    from .ui import JsonReporter, LiveReporter, NullReporter, Reporter
 
 
 def __getattr__(name: str) -> Any:

@@ -22,8 +22,16 @@ if TYPE_CHECKING:
 def _project(args: argparse.Namespace) -> Project:
     from .project import Project
 
-    return Project.load(args.directory, args.manifest, provider=getattr(args, "provider", None),
-                        base_url=getattr(args, "base_url", None))
+    project = Project.load(args.directory, args.manifest, provider=getattr(args, "provider", None),
+                           base_url=getattr(args, "base_url", None))
+    for warning in project.warnings:
+        if args.json:
+            import json
+
+            print(json.dumps({"event": "warning", "message": warning}, sort_keys=True))
+        else:
+            print(f"warning: {warning}", file=sys.stderr)
+    return project
 
 
 def _reporter(args: argparse.Namespace) -> Reporter:
@@ -47,7 +55,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
             plan = project.plan(args.targets, force=force)
             total = check_budget(plan.decisions, None)
-            reporter.plan(plan.decisions, total, dry_run=True)
+            reporter.plan(plan.decisions, total, dry_run=True, real=project.manifest_provider_estimate(plan))
             return 0
         summary = project.build(args.targets, options, reporter, confirm=lambda p: _confirm(args, project, p))
     finally:
@@ -69,21 +77,20 @@ def _confirm(args: argparse.Namespace, project: Project, plan: Plan) -> bool:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .plan import State
-    from .ui import decision_line
+    from .ui import decision_rows
 
     project = _project(args)
     decisions = project.status(args.targets)
+    not_ok = [d for d in decisions if d.state is not State.OK]
     if args.json:
         import json
 
         for d in decisions:
             print(json.dumps({"event": "status", **d.to_json()}, sort_keys=True))
-    elif not args.quiet:
-        width = max((len(d.name) for d in decisions), default=0)
-        for d in decisions:
-            line = f"{d.name:<{width}}  {d.state:<8}  {d.reason}".rstrip()
-            print(line if width else decision_line(d))
-    not_ok = [d for d in decisions if d.state is not State.OK]
+    elif not args.quiet or args.command == "check":
+        # check -q (a pre-commit hook) still names each target that is not ok, and why.
+        for row in decision_rows(not_ok if args.quiet else decisions):
+            print(row)
     if args.command == "check":
         if not_ok and not args.json:
             print(f"check: {len(not_ok)} of {len(decisions)} target(s) not ok", file=sys.stderr)

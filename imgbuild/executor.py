@@ -208,7 +208,7 @@ class Executor:
     def _outcome(self, name: str, task: asyncio.Task[bool]) -> bool:
         self._in_flight_usd -= self._estimates.pop(task, 0.0)
         if task.cancelled():
-            self._skip(name, "abandoned (interrupted)")
+            self._skip(name, "abandoned: interrupted")
             return False
         exc = task.exception()
         if exc is not None:
@@ -251,7 +251,7 @@ class Executor:
             self._fail(name, decision.reason)
             return False
         if self.stopping:
-            self._skip(name, "not started (the build is stopping)", started=False)
+            self._skip(name, "not started: the build is stopping", started=False)
             return False
         if decision.action is Action.RESTORE:
             await asyncio.to_thread(self._restore, decision)
@@ -264,7 +264,8 @@ class Executor:
         if limit is not None and self.summary.cost_usd + self._in_flight_usd + reserve > limit:
             if self._estimates:
                 return None  # they reserve their ceilings; what they really cost may leave room
-            self._skip(name, f"not started: it could take spending past --max-cost ${limit:.2f}", started=False)
+            self._skip(name, f"not started: it could take spending past --max-cost ${_usd_text(limit, 6)}",
+                       started=False)
             return False
         try:
             request = self._make_request(decision)
@@ -475,8 +476,26 @@ def _install_sigint(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
 def check_budget(decisions: list[Decision], max_cost_usd: float | None) -> float:
     total = sum(d.estimate_usd for d in decisions if d.action in (Action.REQUEST, Action.WAIT))
     if max_cost_usd is not None and total > max_cost_usd:
+        estimate, limit = _distinct_usd(total, max_cost_usd)
         raise BudgetExceeded(
-            f"the estimate is ${total:.2f}, over --max-cost ${max_cost_usd:.2f}: "
-            "build fewer targets, or raise the limit"
+            f"the estimate is {estimate}, over --max-cost {limit}: build fewer targets, or raise the limit"
         )
     return total
+
+
+def _distinct_usd(amount: float, limit: float) -> tuple[str, str]:
+    """Both in dollars, with as many decimals as it takes to see that they differ
+    (``$0.0213`` over ``$0.02``, not ``$0.02`` over ``$0.02``)."""
+    digits = 2
+    while digits < 8 and f"{amount:.{digits}f}" == f"{limit:.{digits}f}":
+        digits += 1
+    if digits > 2:
+        digits += 1  # one more than the first that differs: $0.0213, not $0.021
+    return f"${amount:.{digits}f}", f"${_usd_text(limit, digits)}"
+
+
+def _usd_text(usd: float, digits: int) -> str:
+    """As written: ``0.02``, ``0.025``, at least two decimals and no trailing zeros beyond."""
+    text = f"{usd:.{digits}f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"{whole}.{cents.ljust(2, '0')}"

@@ -20,7 +20,28 @@ def producers_of(targets: Mapping[str, Target]) -> tuple[dict[str, str], list[Pr
             other = producers.setdefault(out, name)
             if other != name:
                 problems.append(Problem(f"images.{name}.output", f"{out} is also the output of images.{other}"))
+    problems.extend(case_clashes(targets))
     return producers, problems
+
+
+def case_clashes(targets: Mapping[str, Target]) -> list[Problem]:
+    """Target names and output paths that differ only in case: one name, one file on macOS and
+    Windows, so a project that builds on Linux would break there."""
+    problems = []
+    names: dict[str, str] = {}
+    paths: dict[str, tuple[str, str]] = {}
+    for name in sorted(targets):
+        first = names.setdefault(name.casefold(), name)
+        if first != name:
+            problems.append(Problem(f"images.{name}", f"differs from images.{first} only in case; "
+                                    "they would collide on macOS and Windows: rename one"))
+            continue  # its default outputs clash too: one mistake, one line
+        for out in targets[name].outputs:
+            other, other_out = paths.setdefault(out.casefold(), (name, out))
+            if other_out != out:
+                problems.append(Problem(f"images.{name}.output", f"{out} differs from {other_out} (the output of "
+                                        f"images.{other}) only in case; one file on macOS and Windows: rename one"))
+    return problems
 
 
 def dependencies(targets: Mapping[str, Target], producers: Mapping[str, str]) -> dict[str, list[str]]:

@@ -120,13 +120,7 @@ class Planner:
         return Spec(self.model, target.prompt, target.params, tuple(refs), target.revision, target.extra)
 
     def estimate(self, target: Target) -> float:
-        if self.free:
-            return 0.0
-        p = target.params
-        return estimate_usd(
-            size=p["size"], quality=p["quality"], n=p["n"], prompt_chars=len(target.prompt),
-            input_images=len(target.images), prices=self.prices,
-        )
+        return 0.0 if self.free else estimate_of(target, self.prices)
 
     def decide(self, name: str) -> Decision:
         decision = self._decide(name)
@@ -137,17 +131,23 @@ class Planner:
         target = self.targets[name]
         forced = name in self.force and not target.pinned  # pinned: never a request, -B or not
         digests: dict[str, str] = {}
+        upstream: dict[str, str] = {}  # input → the target that will rebuild it
         for rel in target.images + ((target.mask,) if target.mask else ()):
             digest, pending = self._input_digest(rel)
             if pending is not None:
-                return Decision(name, State.UPSTREAM, Action.WAIT, [f"input {rel} comes from {pending}, which will be rebuilt"],
-                                estimate_usd=self.estimate(target), promised=(None,) * len(target.outputs))
-            if digest is None:
+                upstream[rel] = pending
+            elif digest is None:
+                if upstream:
+                    break
                 return Decision(name, State.NEW, Action.FAIL, [f"input {rel} is missing"],
                                 promised=(None,) * len(target.outputs))
-            digests[rel] = digest
-        spec = self.spec_of(target, digests)
+            else:
+                digests[rel] = digest
         entry = self.lock.get(name)
+        if upstream:
+            return Decision(name, State.UPSTREAM, Action.WAIT, self._upstream_reasons(target, entry, digests, upstream),
+                            estimate_usd=self.estimate(target), promised=(None,) * len(target.outputs))
+        spec = self.spec_of(target, digests)
         on_disk = tuple(self.stats.digest(o) for o in target.outputs)
 
         if entry is not None and entry.get("spec") == spec.digest:
@@ -176,6 +176,23 @@ class Planner:
             reasons = [*reasons, "forced"] if reasons else ["forced"]
         return Decision(name, state, Action.REQUEST, reasons, spec, estimate_usd=self.estimate(target),
                         promised=(None,) * len(target.outputs))
+
+    def _upstream_reasons(self, target: Target, entry: Mapping[str, Any] | None, digests: Mapping[str, str],
+                          upstream: Mapping[str, str]) -> list[str]:
+        """Every reason of a target that waits for others: what comes from them, and what else
+        changed already (an input of its own, the prompt), as its build will find."""
+        reasons = [f"input {rel} comes from {producer}, which will be rebuilt" for rel, producer in upstream.items()]
+        if entry is None:
+            return reasons
+        # The inputs still to be built count as unchanged here: their reasons are the lines above.
+        locked = {i.get("path"): i.get("sha256") for i in entry.get("inputs", [])}
+        known = {**{rel: locked.get(rel) or "" for rel in upstream}, **digests}
+        try:
+            provisional = self.spec_of(target, known)
+        except KeyError:  # an input is missing: the build decides again when it gets there
+            return reasons
+        others = changed_fields(entry, provisional)
+        return reasons + [r for r in others if r != "spec"]
 
     def _same_spec(self, target: Target, spec: Spec, entry: Mapping[str, Any],
                    on_disk: tuple[str | None, ...], forced: bool) -> Decision:
@@ -249,6 +266,15 @@ class Planner:
                 return Decision(name, State.PINNED, Action.RESTORE, [*reasons, "pinned: locked outputs restored"],
                                 None, run, promised=tuple(locked), sources=sources)
         return Decision(name, State.PINNED, Action.SKIP, why, promised=_promise_existing(on_disk, entry))
+
+
+def estimate_of(target: Target, prices: Mapping[str, Any]) -> float:
+    """What one request for ``target`` should cost at ``prices``."""
+    p = target.params
+    return estimate_usd(
+        size=p["size"], quality=p["quality"], n=p["n"], prompt_chars=len(target.prompt),
+        input_images=len(target.images), prices=prices,
+    )
 
 
 def _locked_digests(entry: Mapping[str, Any] | None) -> set[str]:

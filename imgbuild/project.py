@@ -18,11 +18,12 @@ from .errors import ManifestError, ProjectBusy, UsageError
 from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry, utc_now
 from .graph import closure, dependencies, producers_of, topological_order
 from .lockfile import Lock
-from .plan import Action, Decision, Planner
+from .plan import Action, Decision, Planner, estimate_of
 from .providers.base import Provider, ProviderSettings
 from .resolve import Overrides, Resolved, Target, parse_manifest, read_manifest, resolve
+from .stale import recorded_outputs, remove_dead
 from .statcache import StatCache
-from .ui import Reporter
+from .ui import NullReporter, Reporter
 
 STATE_DIR = ".imgbuild"
 LOCK_WAIT_S = 3600.0  # how long a build waits for another build of the same project
@@ -60,6 +61,7 @@ class Project:
         self.lock = Lock.load(manifest_path.with_suffix(".lock"), self.state_dir)
         self.stats = StatCache(root, self.state_dir / "stat.json")
         self._resolved_key = ""
+        self.warnings: list[str] = []  # what loading found worth a word, e.g. an option it ignores
 
     @classmethod
     def load(
@@ -74,6 +76,8 @@ class Project:
         """Read and validate a project's manifest. Raises ManifestError with every problem."""
         from . import resolvecache
 
+        if not os.path.isdir(root):
+            raise UsageError(f"the folder {root} does not exist" if not os.path.exists(root) else f"{root} is not a folder")
         manifest_path = Path(root).absolute() / manifest
         root_path = manifest_path.parent
         data = read_manifest(manifest_path)
@@ -85,7 +89,27 @@ class Project:
         cache = LocalCache(Path(cache_dir) if cache_dir else None)
         project = cls(root_path, manifest_path, resolved, cache)
         project._resolved_key = key
+        if resolved.settings.preset == "placeholder":
+            source = _ignored_base_url(data, manifest_path.name, overrides, base_url)
+            if source:
+                project.warnings.append(f"{source} is ignored: the placeholder provider renders locally and calls "
+                                        "no endpoint")
         return project
+
+    def manifest_provider_estimate(self, plan: Plan) -> tuple[str, float] | None:
+        """Under ``--provider placeholder``: the manifest's own provider and what it would charge
+        for the requests of ``plan`` (a placeholder run plans the real one). None otherwise."""
+        from .manifest import ProviderTable
+        from .resolve import resolve_settings
+
+        if self.settings.preset != "placeholder":
+            return None
+        raw = parse_manifest(read_manifest(self.manifest_path), self.manifest_path.name).get("provider", {})
+        settings, _ = resolve_settings(ProviderTable.model_validate(raw), Overrides(), [])
+        if settings.preset == "placeholder":
+            return None
+        todo = [self.targets[d.name] for d in plan.decisions if d.action in (Action.REQUEST, Action.WAIT)]
+        return settings.preset, sum(estimate_of(t, settings.prices) for t in todo)
 
     # -- selection and planning ----------------------------------------------------------------
 
@@ -140,7 +164,7 @@ class Project:
     ) -> Summary:
         """:meth:`build` for callers that already run an event loop (watch mode)."""
         options = options or BuildOptions()
-        reporter = reporter or Reporter()
+        reporter = reporter or NullReporter()  # a library is quiet unless asked to speak
         plan = self.plan(names, force=options.force)
         check_budget(plan.decisions, options.max_cost_usd)
         # Entries of targets no longer in the manifest go on a full build, so that the lock says
@@ -161,13 +185,17 @@ class Project:
             # Opened now when a request is planned: a missing key is one line, before any request.
             # A plan that only waits on upstream targets opens it when (if) it needs it.
             provider = self._open_provider(jobs) if any(d.action is Action.REQUEST for d in plan.decisions) else None
+            recorded = recorded_outputs(self.lock, [*plan.order, *gone])  # before the build rewrites them
             for name in gone:
                 self.lock.remove(name)
             self.cache.register_project(self.root)
             self._save_copies()
             executor = Executor(self, plan.planner, plan.order, reporter, options,
                                 lambda: provider or self._open_provider(jobs))
-            return await executor.run()
+            summary = await executor.run()
+            if not summary.interrupted:
+                await asyncio.to_thread(remove_dead, self, recorded, reporter)
+            return summary
 
     def _save_copies(self) -> None:
         """Keep machine-local copies of what this run had to parse, so the next one need not."""
@@ -337,6 +365,16 @@ class Project:
         # Into the lock and the objects, not the run cache: a person's touch-up is this project's
         # answer to the spec, not what the API returned for it anywhere else.
         self.lock.set(name, lock_entry(decision, outputs, "accepted", None, utc_now()))
+
+
+def _ignored_base_url(data: bytes, name: str, overrides: Overrides, flag: str | None) -> str | None:
+    """Where a base URL the placeholder will not use came from, if one was given."""
+    if overrides.base_url:
+        return "--base-url" if flag else "IMGBUILD_BASE_URL"
+    if b"base_url" not in data:  # the no-op path of a large manifest parses nothing more
+        return None
+    provider = parse_manifest(data, name).get("provider")
+    return "[provider] base_url" if isinstance(provider, dict) and provider.get("base_url") else None
 
 
 def load_project(root: str | os.PathLike[str] = ".", manifest: str = "images.toml", **kw: object) -> Project:

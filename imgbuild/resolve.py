@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError, Problem, UsageError
+from .hints import length_message, place, unknown_field
 from .images import sniff_format
 from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN, ManifestFile, TargetTable
 from .providers import PRESETS, Preset
 from .providers.base import Capabilities, ProviderSettings
 from .providers.rules import parse_size
+from .textvars import resolve_vars, substitute, var_names
 
 EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 FORMAT_EXTENSION = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
@@ -34,7 +36,6 @@ GENERIC_KEY_ENV = "IMGBUILD_API_KEY"
 # This machine, spelled so that no URL parser can read another host into it (no userinfo, no `\`).
 _LOOPBACK_URL = re.compile(r"^https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?(/[^\s@\\?#]*)?$", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_VAR = re.compile(r"\$(\$|\{([^}]*)\})")
 _NAME = re.compile(TARGET_NAME_PATTERN)
 
 
@@ -92,6 +93,8 @@ def read_manifest(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise UsageError(f"the folder {path.parent} does not exist") from None
         raise ManifestError(path.name, [Problem("", f"not found in {path.parent} (imgbuild init writes a starter)")]) from None
     except OSError as exc:
         raise ManifestError(path.name, [Problem("", f"cannot be read: {exc.strerror}")]) from None
@@ -109,10 +112,13 @@ def parse_manifest(data: bytes, name: str) -> dict[str, Any]:
 def _pydantic_problems(exc: Any, prefix: tuple[Any, ...] = ()) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False):
-        loc = [str(p) for p in prefix + tuple(err["loc"]) if p != "[key]"]
-        where = ".".join(loc)
+        loc = prefix + tuple(err["loc"])
+        where = place(loc)
+        named = [p for p in loc if isinstance(p, str) and p != "[key]"]
         if err["type"] == "extra_forbidden":
-            message = "unknown field"
+            message = unknown_field(loc)
+        elif (short := length_message(err, named[-1] if named else "")) is not None:
+            message = short
         else:
             message = err["msg"]
             value = err.get("input")
@@ -141,12 +147,14 @@ def validate_shape(
     parts: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in fields:
-            problems.append(Problem(key, "unknown field"))
+            problems.append(Problem(key, unknown_field((key,))))
         elif key != "images":
             try:
                 parts[key] = ManifestFile.model_validate({key: value}).__dict__[key]
             except ValidationError as exc:
                 problems.extend(_pydantic_problems(exc))
+                if key == "vars" and isinstance(value, dict):  # the sound vars still resolve prompts
+                    parts[key] = {k: v for k, v in value.items() if isinstance(v, str)}
     images = raw.get("images", {})
     targets: dict[str, TargetTable] = {}
     if not isinstance(images, dict):
@@ -266,22 +274,14 @@ class _Paths:
         return rel
 
 
-def substitute(text: str, variables: dict[str, str], where: str, problems: list[Problem]) -> str:
-    def repl(m: re.Match[str]) -> str:
-        if m.group(1) == "$":
-            return "$"
-        name = m.group(2)
-        if name not in variables:
-            problems.append(Problem(where, f"${{{name}}} is not defined in [vars]"))
-            return m.group(0)
-        return variables[name]
-
-    return _VAR.sub(repl, text) if "$" in text else text
-
-
 class _TargetResolver:
-    def __init__(self, model: ManifestFile, root: Path, caps: Capabilities, problems: list[Problem]) -> None:
+    def __init__(self, model: ManifestFile, root: Path, caps: Capabilities, problems: list[Problem],
+                 var_names: set[str] | None = None) -> None:
         self.model = model
+        # A var whose value is not a string is reported by the shape pass: its users say nothing.
+        untyped = (var_names or set()) - set(model.vars)
+        self.vars, broken = resolve_vars(model.vars, problems, untyped)
+        self.broken_vars = None if var_names is None else broken
         self.root = root
         self.caps = caps
         self.problems = problems
@@ -373,7 +373,7 @@ class _TargetResolver:
             except (OSError, UnicodeDecodeError) as exc:
                 self.problem(where, f"{rel} cannot be read as UTF-8 text: {exc}")
                 return None
-        text = substitute(text, self.model.vars, where, self.problems)
+        text = substitute(text, self.vars, where, self.problems, self.broken_vars)
         if not text.strip():
             self.problem(where, "the prompt is empty")
         elif len(text) > self.caps.max_prompt_chars:
@@ -520,7 +520,7 @@ def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Over
     if model is None:
         model = ManifestFile.model_validate({})
     settings, preset = resolve_settings(model.provider, overrides, problems)
-    resolver = _TargetResolver(model, root, preset.capabilities, problems)
+    resolver = _TargetResolver(model, root, preset.capabilities, problems, var_names(raw.get("vars", {})))
     targets: dict[str, Target] = {}
     for name, table in tables.items():
         target = resolver.resolve(name, table, dropped.get(name, set()))

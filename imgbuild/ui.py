@@ -23,13 +23,20 @@ def money(usd: float) -> str:
     return f"${usd:.2f}" if usd >= 0.01 or usd == 0 else f"${usd:.4f}"
 
 
-def decision_line(d: Decision, *, cost: bool = False) -> str:
-    line = f"{d.name}  {d.state}"
-    if d.reason:
-        line += f"  {d.reason}"
-    if cost and d.estimate_usd:
-        line += f"  (~{money(d.estimate_usd)})"
-    return line
+def decision_rows(decisions: list[Decision], *, cost: bool = False) -> list[str]:
+    """One line per target in aligned columns: name, state, [estimate,] reason."""
+    width = max((len(d.name) for d in decisions), default=0)
+    state_width = 8  # the longest state, `upstream`: the columns stay put from one run to the next
+    costs = [f"~{money(d.estimate_usd)}" if d.estimate_usd else "" for d in decisions] if cost else []
+    cost_width = max(map(len, costs), default=0)
+    rows = []
+    for i, d in enumerate(decisions):
+        cells = [f"{d.name:<{width}}", f"{d.state:<{state_width}}"]
+        if cost_width:
+            cells.append(f"{costs[i]:<{cost_width}}")
+        cells.append(d.reason)
+        rows.append("  ".join(cells).rstrip())
+    return rows
 
 
 def summary_line(s: Summary) -> str:
@@ -93,13 +100,19 @@ class Reporter:
     def warn(self, message: str) -> None:
         self._print(f"warning: {message}", stream=self.err)
 
-    def plan(self, decisions: list[Decision], total_usd: float, *, dry_run: bool) -> None:
+    def plan(self, decisions: list[Decision], total_usd: float, *, dry_run: bool,
+             real: tuple[str, float] | None = None) -> None:
+        """The plan of ``build -n``. ``real``: under the placeholder, the manifest's own provider
+        and what it would charge for the same requests (what the user is planning for)."""
         if not dry_run:
             return
-        for d in decisions:
-            self._print(decision_line(d, cost=True))
+        for row in decision_rows(decisions, cost=True):
+            self._print(row)
         todo = sum(1 for d in decisions if d.action in ("request", "wait"))
-        self._print(f"plan: {todo} request(s) at most, estimated {money(total_usd)}; nothing was done (-n)")
+        estimate = money(total_usd)
+        if real is not None:
+            estimate += f" with the placeholder ({real[0]} would charge ~{money(real[1])})"
+        self._print(f"plan: {todo} request(s) at most, estimated {estimate}; nothing was done (-n)")
 
     def summary(self, s: Summary) -> None:
         self._print(summary_line(s))
@@ -123,10 +136,14 @@ class JsonReporter(Reporter):
     def warn(self, message: str) -> None:
         self._emit({"event": "warning", "message": message})
 
-    def plan(self, decisions: list[Decision], total_usd: float, *, dry_run: bool) -> None:
+    def plan(self, decisions: list[Decision], total_usd: float, *, dry_run: bool,
+             real: tuple[str, float] | None = None) -> None:
         for d in decisions:
             self._emit({"event": "plan", **d.to_json()})
-        self._emit({"event": "estimate", "estimate_usd": round(total_usd, 6), "dry_run": dry_run})
+        estimate: dict[str, Any] = {"event": "estimate", "estimate_usd": round(total_usd, 6), "dry_run": dry_run}
+        if real is not None:
+            estimate.update(manifest_provider=real[0], manifest_provider_estimate_usd=round(real[1], 6))
+        self._emit(estimate)
 
     def summary(self, s: Summary) -> None:
         self._emit({"event": "summary", **s.to_json()})
@@ -143,6 +160,7 @@ class LiveReporter(Reporter):
 
         self.console = Console(file=self.out, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
         self.in_flight: dict[str, float] = {}
+        self._name_width = 0
         self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=4,
                          transient=True, redirect_stdout=False, redirect_stderr=False)
         self._started = False
@@ -158,7 +176,11 @@ class LiveReporter(Reporter):
         from rich.text import Text
 
         now = time.monotonic()
-        lines = [f"  {name}  {now - t0:5.0f}s" for name, t0 in sorted(self.in_flight.items(), key=lambda x: x[1])]
+        # The widest name seen in flight: the columns do not jump as targets come and go.
+        self._name_width = max(self._name_width, *map(len, self.in_flight), 0)
+        width = self._name_width
+        lines = [f"  {name:<{width}}  {now - t0:5.0f}s"
+                 for name, t0 in sorted(self.in_flight.items(), key=lambda x: x[1])]
         if lines:
             lines.insert(0, f"in flight: {len(lines)}")
         return Text("\n".join(lines), style="dim")
@@ -187,6 +209,13 @@ class LiveReporter(Reporter):
     def close(self) -> None:
         if self._started:
             self.live.stop()
+
+
+class NullReporter(Reporter):
+    """Says nothing: the library's default, so that a build script's own output stays its own."""
+
+    def _print(self, line: str, *, stream: IO[str] | None = None) -> None:
+        pass
 
 
 def make_reporter(*, json_lines: bool, quiet: bool) -> Reporter:

@@ -8,9 +8,9 @@ from conftest import Project
 
 def test_public_api_is_a_deliberate_list() -> None:
     assert imgbuild.__all__ == [
-        "Action", "BuildOptions", "Decision", "ImgbuildError", "LocalCache", "ManifestError", "Plan",
-        "Project", "ProviderError", "Spec", "State", "Summary", "Target", "UsageError", "json_schema",
-        "load_project",
+        "Action", "BuildOptions", "Decision", "ImgbuildError", "JsonReporter", "LiveReporter", "LocalCache",
+        "ManifestError", "NullReporter", "Plan", "Project", "ProviderError", "Reporter", "Spec", "State",
+        "Summary", "Target", "UsageError", "json_schema", "load_project",
     ]
     for name in imgbuild.__all__:
         assert getattr(imgbuild, name) is not None
@@ -36,3 +36,17 @@ def test_manifest_errors_carry_every_problem(project: Project) -> None:
         assert [p.where for p in exc.problems] == ["images.a.size", "images.b"]
     else:
         raise AssertionError("no ManifestError")
+
+
+def test_a_build_is_quiet_unless_given_a_reporter(project: Project, monkeypatch, capfd) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    project.manifest('[provider]\nname = "placeholder"\n[images.logo]\nprompt = "a logo"\n[images.icon]\nprompt = "i"\n')
+    monkeypatch.setenv("IMGBUILD_CACHE_DIR", str(project.cache))
+    assert imgbuild.load_project(project.root).build(["logo"]).built == 1
+    assert capfd.readouterr() == ("", "")
+    out = io.StringIO()
+    summary = imgbuild.load_project(project.root).build(["icon"], reporter=imgbuild.Reporter(out=out))
+    assert summary.built == 1
+    assert out.getvalue().splitlines()[-1].startswith("built     icon")
+    assert capfd.readouterr() == ("", "")

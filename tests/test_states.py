@@ -149,7 +149,7 @@ def test_status_and_dry_run_write_nothing(project: Project) -> None:
     cache_before = sorted(str(p) for p in project.cache.rglob("*"))
     dry = project.run("build", "-n")
     assert dry.code == 0
-    assert "hero  changed  prompt" in dry.out and "nothing was done" in dry.out
+    assert "hero     changed   prompt" in dry.out and "nothing was done" in dry.out
     assert project.run("status").code == 0
     assert project.snapshot() == before
     assert sorted(p.name for p in (project.root / ".imgbuild").iterdir()) == state_dir

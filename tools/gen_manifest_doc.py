@@ -170,14 +170,16 @@ RESOLUTION = """\
    ({builtin}, and `output_compression = {compression}` for jpeg and webp). They are always part
    of the spec and always sent, so that one target is one request on every provider.
 2. **Prompt**: `prompt`, or the text of `prompt_file`; `${{name}}` is replaced from `[vars]` (an
-   undefined name is an error), `$$` becomes `$`.
+   undefined name is an error; vars may use vars), `$$` becomes `$`.
 3. **Output format**: `output_format`, else the extension of `output`, else png.
 4. **Outputs**: `output`, else `<out_dir>/<name>.<ext>` with `.png`, `.jpg` or `.webp`. With
    `n > 1`, `<stem>-1<ext>` … `<stem>-N<ext>`: `output = "icons/potion.png"` with `n = 3` writes
    `icons/potion-1.png`, `icons/potion-2.png`, `icons/potion-3.png`.
 5. **Dependencies**, by path as in make: an input (`images`, `mask`) that is another target's
    output makes that target a dependency; it is built first, and a change to its bytes makes this
-   target `changed`. Cycles are an error that names the cycle; so are two targets with one output.
+   target `changed`. Cycles are an error that names the cycle; so are two targets with one output,
+   and outputs or target names that differ only in case (`assets/Sprites/WIN.png` and
+   `assets/sprites/win.png`, targets `a` and `A`): they are one file on macOS and Windows.
 
 ## What is checked before anything runs
 
@@ -189,7 +191,8 @@ images.toml: images.hero.size: 1000x1000 is not a multiple of 16
 images.toml: images.hero-crowned.images[1]: art/crown.png does not exist and no target makes it
 ```
 
-- the shapes and values of the tables above (types, enums, ranges, unknown fields, target names);
+- the shapes and values of the tables above (types, enums, ranges, target names); an unknown field
+  names the nearest known one (`images.knight.backgorund: unknown field (did you mean background?)`);
 - exactly one of `prompt` and `prompt_file`; every `${{name}}` defined; the prompt not empty and at
   most {max_prompt:,} characters;
 - paths inside the project; inputs that exist (or that a target makes) and are PNG, JPEG or WEBP by
@@ -418,8 +421,13 @@ def render() -> str:
             lines += ["### `[vars]`", "",
                       "Strings by name. `${name}` in a prompt or a prompt file is replaced by the "
                       "value; `$$` is a literal `$`; a `$` not followed by `{` or `$` stays as it "
-                      "is. A var changes specs only through the prompts that use it: editing "
-                      "`style` rebuilds exactly the targets whose prompts say `${style}`.", ""]
+                      "is. A var may use other vars (`style = \"${base} art\"`): they are resolved "
+                      "first, however deep; vars that use each other in a cycle are an error naming "
+                      "the cycle (`vars.a: the vars use each other in a cycle: a → b → a`). A `${…}` "
+                      "that cannot be resolved (an undefined name, a `${` never closed) is an error "
+                      "where it is written, never text sent to the API. A var changes specs only "
+                      "through the prompts that use it: editing `style` rebuilds exactly the targets "
+                      "whose prompts say `${style}`, directly or through another var.", ""]
     lines.append(RESOLUTION.format(**facts))
     lines += _provider_rules(facts)
     lines.append(EDITOR)
