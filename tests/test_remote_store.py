@@ -216,12 +216,16 @@ def test_a_tampered_object_is_absent_with_one_warning_and_no_file(s3_bucket: Buc
     assert remote.readable  # one bad object says nothing about the others
 
 
-def test_an_object_larger_than_expected_is_cut_short_and_refused(s3_bucket: Bucket, tmp_path: Path) -> None:
+@pytest.mark.parametrize("off_by", [-1, 1])
+def test_an_object_of_another_size_than_expected_is_refused(s3_bucket: Bucket, tmp_path: Path,
+                                                            off_by: int) -> None:
+    # The run record gives each output's size: a remote object that disagrees is not used,
+    # and one larger than said is not downloaded past that size.
     sha, path = blob(tmp_path / "img.png", 8)
-    s3_bucket.write(object_key(sha), path.read_bytes() * 4)
     remote, warnings = opened(s3_bucket.url)
-    size = path.stat().st_size
-    assert run(remote.get_object(sha, tmp_path / "out.png", expected_size=size)) is False
+    assert run(remote.put_object(sha, path))
+    expected = path.stat().st_size + off_by
+    assert run(remote.get_object(sha, tmp_path / "out.png", expected_size=expected)) is False
     assert not (tmp_path / "out.png").exists() and len(warnings) == 1
 
 
@@ -267,3 +271,231 @@ def test_a_signed_entry_is_read_back_with_the_key(s3_bucket: Bucket) -> None:
     reader, warnings = opened(s3_bucket.url, key=CACHE_KEY)
     run(writer.put_run(spec(14), b'{"outputs": []}'))
     assert run(reader.get_run(spec(14))) == b'{"outputs": []}' and warnings == []
+
+
+# -- failures: a warning, never a build ----------------------------------------------------------
+
+@pytest.fixture
+def silent_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+    """A port that accepts connections (the kernel's backlog) but never answers; S3's
+    environment points at it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    for key, value in {"AWS_ACCESS_KEY_ID": "AKIAX", "AWS_SECRET_ACCESS_KEY": TEST_SECRET,
+                       "AWS_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("IMGBUILD_CACHE_KEY", raising=False)
+    yield sock
+    sock.close()
+
+
+def connections_waiting(sock: socket.socket) -> int:
+    sock.setblocking(False)
+    count = 0
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except BlockingIOError:
+            return count
+        conn.close()
+        count += 1
+
+
+def test_a_killed_server_costs_one_warning_then_every_answer_is_immediate(
+        own_s3_server: tuple[S3Server, Bucket], tmp_path: Path) -> None:
+    server, bucket = own_s3_server
+    objects = [blob(tmp_path / "local" / f"{i}.png", 20 + i) for i in range(3)]
+    remote, warnings = opened(bucket.url, options=FAST)
+
+    async def before() -> bool:
+        return all([await remote.put_object(sha, path) for sha, path in objects]) and \
+            await remote.put_run(spec(20), b"{}")
+
+    assert run(before())
+    server.kill()
+
+    async def after() -> list[Any]:
+        batch = [remote.get_object(sha, tmp_path / "restore" / sha) for sha, _ in objects]
+        batch += [remote.get_run(spec(20)), remote.has_object(objects[0][0])]
+        first = await asyncio.gather(*batch)
+        rest = [await remote.get_run(spec(20)), await remote.put_object(*objects[0]),
+                await remote.put_run(spec(21), b"{}"), await remote.has_object(objects[1][0])]
+        return [*first, *rest]
+
+    start = time.perf_counter()
+    answers = run(after())
+    elapsed = time.perf_counter() - start
+    assert answers == [False, False, False, None, False, None, False, False, False]
+    assert elapsed < 2.0, f"a dead remote took {elapsed:.2f} s"
+    assert len(warnings) == 1 and "going on without the remote cache" in warnings[0]
+    assert not remote.readable and not (tmp_path / "restore").exists() or \
+        list((tmp_path / "restore").iterdir()) == []
+
+
+def test_a_remote_that_never_answers_costs_one_short_timeout(silent_socket: socket.socket,
+                                                              tmp_path: Path) -> None:
+    remote, warnings = opened("s3://bucket/prefix", options=FAST)
+
+    async def scenario() -> tuple[list[Any], float]:
+        first = await asyncio.gather(*(remote.has_object(spec(i)) for i in range(8)),
+                                     remote.get_run(spec(30)))
+        start = time.perf_counter()
+        later = [await remote.get_object(spec(31), tmp_path / "x"), await remote.get_run(spec(32))]
+        return first + later, time.perf_counter() - start
+
+    start = time.perf_counter()
+    answers, later_s = run(scenario())
+    elapsed = time.perf_counter() - start
+    assert answers == [False] * 8 + [None, False, None]
+    assert elapsed < 1.5 and later_s < 0.05, (elapsed, later_s)
+    assert len(warnings) == 1 and "no answer within 0.5 s" in warnings[0]
+
+
+@pytest.fixture
+def refusing_s3(http_cache: tuple[ThreadingHTTPServer, type[_HttpCache]],
+                monkeypatch: pytest.MonkeyPatch) -> type[_HttpCache]:
+    server, handler = http_cache
+    for key, value in {"AWS_ACCESS_KEY_ID": "AKIAX", "AWS_SECRET_ACCESS_KEY": TEST_SECRET,
+                       "AWS_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_port}"}.items():
+        monkeypatch.setenv(key, value)
+    return handler
+
+
+@pytest.mark.parametrize("status, shown", [(403, "permission denied"), (507, "HTTP 507")])
+def test_a_remote_refusing_uploads_stops_uploads_and_keeps_lookups(
+        refusing_s3: type[_HttpCache], tmp_path: Path, status: int, shown: str) -> None:
+    refusing_s3.status_for_put = status
+    sha, path = blob(tmp_path / "img.png", 40)
+    remote, warnings = opened("s3://bucket/prefix", options=FAST)
+
+    async def scenario() -> list[Any]:
+        return [await remote.put_object(sha, path), await remote.put_run(spec(40), b"{}"),
+                await remote.put_object(sha, path), await remote.has_object(sha)]
+
+    assert run(scenario()) == [False, False, False, False]
+    puts = refusing_s3.seen.count("PUT")
+    assert puts == (1 if status == 403 else 3)  # 5xx is retried twice by obstore, 403 never
+    assert refusing_s3.seen[-1] == "HEAD"  # lookups still go to the remote
+    assert len(warnings) == 1 and shown in warnings[0] and "no more uploads" in warnings[0]
+    assert remote.readable and not remote.writable
+
+
+def test_drain_waits_for_background_uploads_no_longer_than_its_bound(
+        silent_socket: socket.socket, tmp_path: Path) -> None:
+    slow = RemoteOptions(request_timeout_s=30, transfer_timeout_s=30)
+    remote, warnings = opened("s3://bucket/prefix", options=slow)
+    sha, path = blob(tmp_path / "img.png", 50)
+
+    async def scenario() -> int:
+        remote.publish(spec(50), b"{}", [(sha, path)])
+        return await remote.drain(timeout_s=0.3)
+
+    start = time.perf_counter()
+    assert run(scenario()) == 0
+    assert time.perf_counter() - start < 1.5
+    assert len(warnings) == 1 and "1 uploads not finished after 0.3 s" in warnings[0]
+
+
+# -- modes ---------------------------------------------------------------------------------------
+
+def test_read_mode_never_writes(s3_bucket: Bucket, tmp_path: Path) -> None:
+    sha, path = blob(tmp_path / "img.png", 60)
+    remote, warnings = opened(s3_bucket.url, "read")
+
+    async def scenario() -> list[Any]:
+        remote.publish(spec(61), b"{}", [(sha, path)])
+        drained = await remote.drain(5)
+        return [await remote.put_object(sha, path), await remote.put_run(spec(60), b"{}"), drained]
+
+    assert run(scenario()) == [False, False, 0]
+    assert s3_bucket.keys() == [] and warnings == []
+
+
+def test_off_mode_opens_no_connection(silent_socket: socket.socket, tmp_path: Path) -> None:
+    port = silent_socket.getsockname()[1]
+    sha, path = blob(tmp_path / "img.png", 70)
+    stores = [open_remote(url, "off") for url in
+              ("s3://bucket/prefix", f"http://127.0.0.1:{port}/cache")] + [open_remote(None)]
+
+    async def use(remote: RemoteStore) -> list[Any]:
+        remote.publish(spec(70), b"{}", [(sha, path)])
+        return [await remote.has_object(sha), await remote.get_object(sha, tmp_path / "x"),
+                await remote.put_object(sha, path), await remote.get_run(spec(70)),
+                await remote.put_run(spec(70), b"{}"), await remote.drain(1)]
+
+    for remote in stores:
+        assert run(use(remote)) == [False, False, False, None, False, 0]
+        assert remote.mode == "off" and remote.warnings == []
+    assert connections_waiting(silent_socket) == 0
+    # The probe itself works: the same calls in readwrite mode do connect.
+    run(open_remote("s3://bucket/prefix", options=FAST).has_object(sha))
+    assert connections_waiting(silent_socket) >= 1
+
+
+# -- configuration and secrets ------------------------------------------------------------------
+
+@pytest.mark.parametrize("url, says", [
+    ("ftp://host/cache", "unknown scheme"),
+    ("s3://", "names no bucket"),
+    ("https://user:hunter22@cache.example/x", "must not carry credentials"),
+    ("s3://bucket/x?access_key_id=AKIA&secret=hunter22", "must not carry credentials"),
+    ("file://relative/folder", "file:///abs/path"),
+])
+def test_a_bad_remote_url_is_a_usage_error_that_shows_no_secret(url: str, says: str) -> None:
+    with pytest.raises(RemoteConfigError) as caught:
+        open_remote(url)
+    assert says in str(caught.value) and "hunter22" not in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_an_unknown_mode_is_a_usage_error() -> None:
+    with pytest.raises(RemoteConfigError, match="use one of readwrite, read, off"):
+        open_remote("s3://bucket/x", "write")  # type: ignore[arg-type]
+
+
+def test_redact_hides_secret_values_url_queries_and_user_info() -> None:
+    env = {"AWS_SECRET_ACCESS_KEY": "s3cr3t-value", "AZURE_STORAGE_SAS_TOKEN": "sv=2020&sig=abc",
+           "IMGBUILD_CACHE_KEY": "the-team-key", "AWS_REGION": "us-east-1"}
+    text = ("s3cr3t-value the-team-key https://acct.blob.core.windows.net/c/x?sv=2020&sig=abc "
+            "http://bob:pw@host/p us-east-1")
+    assert redact(text, env) == ("*** *** https://acct.blob.core.windows.net/c/x?*** "
+                                 "http://***@host/p us-east-1")
+
+
+def test_credentials_appear_in_no_file_written_and_no_message(
+        own_s3_server: tuple[S3Server, Bucket], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    server, bucket = own_s3_server
+    session_token = "imgbuild-session-token-31415926535897"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", session_token)
+    monkeypatch.setenv("IMGBUILD_CACHE_KEY", CACHE_KEY)
+    secrets = [TEST_SECRET, session_token, CACHE_KEY]
+    objects = [blob(tmp_path / "clone-1" / f"{i}.png", 80 + i) for i in range(2)]
+    writer, warned_w = opened(bucket.url, options=FAST)
+    reader, warned_r = opened(bucket.url, options=FAST)
+
+    async def work() -> None:
+        writer.publish(spec(80), b'{"outputs": 2}', objects)
+        await writer.drain(10)
+        await reader.get_run(spec(80))
+        for sha, _ in objects:
+            await reader.get_object(sha, tmp_path / "clone-2" / sha)
+
+    run(work())
+    bucket.write(run_key(spec(81)), b'{"version": 1, "record": "{}", "spec_digest": "x"}')
+    remote_bytes = [bucket.read(key) for key in bucket.keys()]
+    server.kill()
+
+    async def failing() -> None:
+        await reader.get_run(spec(81))
+        await writer.put_object(*objects[0])
+
+    run(failing())
+    out, err = capfd.readouterr()
+    assert warned_r and warned_w  # messages were produced, and are scanned below
+    files = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
+    assert scan_for(secrets, *warned_w, *warned_r, out, err, *files, *remote_bytes) == []

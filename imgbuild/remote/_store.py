@@ -317,7 +317,7 @@ class RemoteStore:
                     digest.update(chunk)
                     out.write(chunk)
                 out.flush()
-                if digest.hexdigest() != sha256 or expected_size not in (None, size):
+                if digest.hexdigest() != sha256 or (expected_size or 0) > size:
                     return -1
                 if self.options.durable:
                     await asyncio.to_thread(os.fsync, out.fileno())
