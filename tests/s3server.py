@@ -117,7 +117,7 @@ class Bucket:
     def url(self) -> str:
         return f"s3://{self.name}/{self.prefix}"
 
-    def keys(self) -> list[str]:
+    def stored_keys(self) -> list[str]:
         return [k.removeprefix(self.prefix + "/") for k in self.server.keys(self.name, self.prefix)]
 
     def read(self, key: str) -> bytes:
@@ -163,15 +163,3 @@ def own_s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S3Server, B
         yield server, new_bucket(server, monkeypatch)
     finally:
         server.stop()
-
-
-def scan_for(secrets: list[str], *texts: Any) -> list[str]:
-    """The secrets that occur in any of ``texts`` (str or bytes)."""
-    found = []
-    for secret in secrets:
-        for text in texts:
-            haystack = text if isinstance(text, bytes) else str(text).encode()
-            if secret.encode() in haystack:
-                found.append(secret)
-                break
-    return found

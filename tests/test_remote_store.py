@@ -5,22 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
-from s3server import (TEST_SECRET, Bucket, S3Server, own_s3_server, s3_bucket,  # noqa: F401
-                      s3_server, scan_for)
 
-from imgbuild.remote import (RemoteConfigError, RemoteOptions, RemoteStore, object_key,
-                             open_remote, redact, run_key)
+from imgbuild.remote import (
+    RemoteConfigError,
+    RemoteOptions,
+    RemoteStore,
+    object_key,
+    open_remote,
+    redact,
+    run_key,
+)
 
+if TYPE_CHECKING:
+    from s3server import Bucket, S3Server
+
+pytest_plugins = ["s3server"]  # the moto server and its fixtures
+OTHER_SECRET = "imgbuild-fake-endpoint-secret-0f1e2d3c4b5a"
 CACHE_KEY = "imgbuild-cache-key-0a1b2c3d4e5f60718293"
 FAST = RemoteOptions(connect_timeout_s=0.5, request_timeout_s=0.5, transfer_timeout_s=2)
 
@@ -46,6 +55,12 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def scan_for(secrets: list[str], *texts: str | bytes) -> list[str]:
+    """The secrets that occur in any of ``texts``."""
+    blobs = [t if isinstance(t, bytes) else t.encode() for t in texts]
+    return [secret for secret in secrets if any(secret.encode() in b for b in blobs)]
+
+
 # -- objects and entries ---------------------------------------------------------------------
 
 def test_an_object_put_is_found_and_restored_byte_for_byte(s3_bucket: Bucket, tmp_path: Path) -> None:
@@ -60,7 +75,7 @@ def test_an_object_put_is_found_and_restored_byte_for_byte(s3_bucket: Bucket, tm
 
     assert run(scenario()) == (False, True, True, True)
     assert dest.read_bytes() == path.read_bytes()
-    assert s3_bucket.keys() == [object_key(sha)] == [f"objects/{sha[:2]}/{sha[2:]}"]
+    assert s3_bucket.stored_keys() == [object_key(sha)] == [f"objects/{sha[:2]}/{sha[2:]}"]
     assert warnings == []
 
 
@@ -94,7 +109,7 @@ def test_a_run_entry_comes_back_exactly_as_put(s3_bucket: Bucket) -> None:
         return await remote.get_run(spec(3))
 
     assert run(scenario()) == record
-    assert s3_bucket.keys() == [run_key(spec(3))] == [f"runs/{spec(3)[:2]}/{spec(3)[2:]}.json"]
+    assert s3_bucket.stored_keys() == [run_key(spec(3))] == [f"runs/{spec(3)[:2]}/{spec(3)[2:]}.json"]
     assert warnings == []
 
 
@@ -102,7 +117,7 @@ def test_two_clones_share_images_through_the_remote(s3_bucket: Bucket, tmp_path:
     # Given a first clone that built two images and published them with their run entry,
     first = tmp_path / "clone-1"
     outputs = [blob(first / f"img-{i}.png", 10 + i) for i in range(2)]
-    record = ('{"outputs": ["%s", "%s"]}' % (outputs[0][0], outputs[1][0])).encode()
+    record = f'{{"outputs": ["{outputs[0][0]}", "{outputs[1][0]}"]}}'.encode()
     writer, _ = opened(s3_bucket.url)
 
     async def publish() -> int:
@@ -144,9 +159,9 @@ class _HttpCache(BaseHTTPRequestHandler):
     """A plain HTTP cache (nginx with WebDAV PUT, bazel-remote …): GET, HEAD, PUT of paths."""
 
     protocol_version = "HTTP/1.1"
-    files: dict[str, bytes] = {}
+    files: ClassVar[dict[str, bytes]] = {}
     status_for_put = 201
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -206,7 +221,7 @@ def test_a_plain_http_cache_stores_and_serves_objects_and_entries(
 # -- trust -------------------------------------------------------------------------------------
 
 def test_a_tampered_object_is_absent_with_one_warning_and_no_file(s3_bucket: Bucket, tmp_path: Path) -> None:
-    sha, path = blob(tmp_path / "img.png", 7)
+    sha, _ = blob(tmp_path / "img.png", 7)
     s3_bucket.write(object_key(sha), b"not the image" * 1000)
     remote, warnings = opened(s3_bucket.url)
     folder = tmp_path / "restore"
@@ -283,7 +298,7 @@ def silent_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]
-    for key, value in {"AWS_ACCESS_KEY_ID": "AKIAX", "AWS_SECRET_ACCESS_KEY": TEST_SECRET,
+    for key, value in {"AWS_ACCESS_KEY_ID": "AKIAX", "AWS_SECRET_ACCESS_KEY": OTHER_SECRET,
                        "AWS_REGION": "us-east-1",
                        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
         monkeypatch.setenv(key, value)
@@ -318,7 +333,7 @@ def test_a_killed_server_costs_one_warning_then_every_answer_is_immediate(
     server.kill()
 
     async def after() -> list[Any]:
-        batch = [remote.get_object(sha, tmp_path / "restore" / sha) for sha, _ in objects]
+        batch: list[Awaitable[Any]] = [remote.get_object(sha, tmp_path / "restore" / sha) for sha, _ in objects]
         batch += [remote.get_run(spec(20)), remote.has_object(objects[0][0])]
         first = await asyncio.gather(*batch)
         rest = [await remote.get_run(spec(20)), await remote.put_object(*objects[0]),
@@ -358,7 +373,7 @@ def test_a_remote_that_never_answers_costs_one_short_timeout(silent_socket: sock
 def refusing_s3(http_cache: tuple[ThreadingHTTPServer, type[_HttpCache]],
                 monkeypatch: pytest.MonkeyPatch) -> type[_HttpCache]:
     server, handler = http_cache
-    for key, value in {"AWS_ACCESS_KEY_ID": "AKIAX", "AWS_SECRET_ACCESS_KEY": TEST_SECRET,
+    for key, value in {"AWS_ACCESS_KEY_ID": "AKIAX", "AWS_SECRET_ACCESS_KEY": OTHER_SECRET,
                        "AWS_REGION": "us-east-1",
                        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_port}"}.items():
         monkeypatch.setenv(key, value)
@@ -412,7 +427,7 @@ def test_read_mode_never_writes(s3_bucket: Bucket, tmp_path: Path) -> None:
         return [await remote.put_object(sha, path), await remote.put_run(spec(60), b"{}"), drained]
 
     assert run(scenario()) == [False, False, 0]
-    assert s3_bucket.keys() == [] and warnings == []
+    assert s3_bucket.stored_keys() == [] and warnings == []
 
 
 def test_off_mode_opens_no_connection(silent_socket: socket.socket, tmp_path: Path) -> None:
@@ -473,7 +488,7 @@ def test_credentials_appear_in_no_file_written_and_no_message(
     session_token = "imgbuild-session-token-31415926535897"
     monkeypatch.setenv("AWS_SESSION_TOKEN", session_token)
     monkeypatch.setenv("IMGBUILD_CACHE_KEY", CACHE_KEY)
-    secrets = [TEST_SECRET, session_token, CACHE_KEY]
+    secrets = [server.env()["AWS_SECRET_ACCESS_KEY"], session_token, CACHE_KEY]
     objects = [blob(tmp_path / "clone-1" / f"{i}.png", 80 + i) for i in range(2)]
     writer, warned_w = opened(bucket.url, options=FAST)
     reader, warned_r = opened(bucket.url, options=FAST)
@@ -487,7 +502,7 @@ def test_credentials_appear_in_no_file_written_and_no_message(
 
     run(work())
     bucket.write(run_key(spec(81)), b'{"version": 1, "record": "{}", "spec_digest": "x"}')
-    remote_bytes = [bucket.read(key) for key in bucket.keys()]
+    remote_bytes = [bucket.read(key) for key in bucket.stored_keys()]
     server.kill()
 
     async def failing() -> None:
