@@ -514,3 +514,13 @@ def test_credentials_appear_in_no_file_written_and_no_message(
     assert warned_r and warned_w  # messages were produced, and are scanned below
     files = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
     assert scan_for(secrets, *warned_w, *warned_r, out, err, *files, *remote_bytes) == []
+
+
+def test_gs_and_az_urls_open_without_connecting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "teamstudio")
+    for url in ("gs://team-bucket/imgbuild", "az://images/imgbuild"):
+        remote = open_remote(url)
+        assert remote.readable and remote.writable and remote.warnings == []
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME")
+    with pytest.raises(RemoteConfigError, match="cannot be opened"):
+        open_remote("az://images/imgbuild")
