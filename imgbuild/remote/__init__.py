@@ -14,7 +14,7 @@ since any signed entry for a spec is a true answer for it).
 destination and is renamed into place only if its sha256 is the one asked for; otherwise it
 counts as absent, with one warning, and no file is left. A run entry cannot be checked that
 way, so with ``IMGBUILD_CACHE_KEY`` set entries are signed with HMAC-SHA256 (over the spec
-digest and the record's exact bytes, see :mod:`._signing`), and unsigned or badly signed ones
+digest and the record's exact bytes, see :mod:`._trust`), and unsigned or badly signed ones
 are ignored with a warning: a writer without the key cannot make others restore an image of
 its choosing. Credentials come only from each store's usual environment (``AWS_*``,
 ``GOOGLE_*``, ``AZURE_*``), never from the URL; every message is passed through
@@ -39,9 +39,9 @@ Use::
     uploaded = await remote.drain(timeout_s=60)
 """
 
-from ._failures import KEY_ENV, redact
-from ._location import REMOTE_MODES, RemoteConfigError, RemoteMode, RemoteOptions
+from ._client import REMOTE_MODES, RemoteConfigError, RemoteMode, RemoteOptions
 from ._store import RemoteStats, RemoteStore, object_key, open_remote, run_key
+from ._trust import KEY_ENV, redact
 
 REMOTE_ENV = "IMGBUILD_REMOTE_CACHE"
 

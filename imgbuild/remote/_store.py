@@ -18,17 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..fsutil import TEMP_PREFIX
-from ._failures import KEY_ENV, describe, redact
-from ._location import (
+from ._client import (
     REMOTE_MODES,
     Location,
     RemoteConfigError,
     RemoteMode,
     RemoteOptions,
     build_store,
+    describe,
     parse_location,
 )
-from ._signing import EntryRejected, open_entry, seal_entry
+from ._trust import KEY_ENV, EntryRejected, open_entry, redact, seal_entry
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore

@@ -1,14 +1,21 @@
-"""Where the remote cache is: the URL, checked, and the obstore client built for it.
+"""The boundary to obstore: the URL, checked; the client built for it; its errors translated.
 
 The URL names a place and nothing else. Credentials come only from each store's usual
 environment (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``), which obstore reads itself; a URL that
 carries any (``https://user:pass@host``, a ``?sig=…`` query) is refused, because the URL comes
 from ``images.toml`` and that file is committed.
+
+Every foreign error (obstore's, the OS's, a timeout) becomes a :class:`Failure` in
+:func:`describe` and nowhere else. obstore's messages are long and multi-line (``Error performing
+GET <url> in 3ms, after 2 retries … - Server returned non-2xx status code: 403 Forbidden:
+<body>`` and a debug dump); we keep the part after the last `` - `` that says what happened,
+without the body.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +35,9 @@ SCHEMES = {"s3": "S3", "s3a": "S3", "gs": "Google Cloud Storage", "az": "Azure",
            "azure": "Azure", "abfs": "Azure", "abfss": "Azure", "file": "a folder",
            "http": "an HTTP cache", "https": "an HTTP cache"}
 _S3_ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
+_STATUS = re.compile(r"status code: (\d{3})(?: ([A-Za-z][A-Za-z ]*[A-Za-z]))?")
+_OFFLINE_HINTS = ("error sending request", "connection refused", "connect", "timed out",
+                  "timeout", "dns error", "connection reset", "broken pipe", "unexpected eof")
 
 
 class RemoteConfigError(UsageError):
@@ -120,7 +130,7 @@ def build_store(location: Location, options: RemoteOptions,
                 client["allow_http"] = True
         return from_url(location.url, client_options=client, retry_config=retry)
     except (BaseError, ValueError, TypeError) as exc:  # obstore's answers to bad config
-        from ._failures import redact
+        from ._trust import redact
 
         first = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, env)
         raise RemoteConfigError(f"remote cache {location.url}: cannot be opened: {first}") from None
@@ -128,3 +138,43 @@ def build_store(location: Location, options: RemoteOptions,
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed remote operation: what happened, and whether the store is out of reach
+    (then nothing more is tried this run) or only refused this one kind of operation."""
+
+    reason: str
+    unreachable: bool
+
+
+def describe(exc: BaseException, timeout_s: float) -> Failure:
+    """Translate a foreign error into a :class:`Failure` (not yet redacted)."""
+    from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+
+    if isinstance(exc, TimeoutError):
+        return Failure(f"no answer within {timeout_s:g} s", unreachable=True)
+    if isinstance(exc, PermissionDeniedError):
+        return Failure("refused: permission denied (HTTP 403)", unreachable=False)
+    if isinstance(exc, UnauthenticatedError):
+        return Failure("refused: not authenticated (HTTP 401); check the store's credentials",
+                       unreachable=False)
+    text = str(exc)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    status = _STATUS.search(first)
+    if status:
+        code, phrase = status.group(1), status.group(2) or ""
+        return Failure(f"HTTP {code} {phrase}".rstrip(), unreachable=False)
+    detail = first.rsplit(" - ", 1)[-1].strip()
+    if isinstance(exc, OSError) and exc.strerror:
+        detail = exc.strerror
+    low = first.lower()
+    unreachable = any(hint in low for hint in _OFFLINE_HINTS)
+    if unreachable and "error sending request" in low:
+        detail = "unreachable (no connection, or no answer in time)"
+    return Failure(_clip(detail), unreachable)
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,10 +1,11 @@
-"""Run-cache entries as the remote stores them, signed when ``IMGBUILD_CACHE_KEY`` is set.
+"""What a reader can trust, and what is never shown.
 
-An entry maps a spec digest to a record (the local cache's run record, as bytes). Objects are
-content-addressed and checked against their sha256 on download, so the only thing a writer can
-forge is the entry: "this spec produced object X". With a key, every entry carries an
-HMAC-SHA256 and readers that hold the key ignore entries without a valid one, so a writer without
-the key cannot make others restore an image of its choosing.
+**Signed run entries.** An entry maps a spec digest to a record (the local cache's run record,
+as bytes). Objects are content-addressed and checked against their sha256 on download, so the
+only thing a writer can forge is the entry: "this spec produced object X". With
+``IMGBUILD_CACHE_KEY`` set, every entry carries an HMAC-SHA256 and readers that hold the key
+ignore entries without a valid one, so a writer without the key cannot make others restore an
+image of its choosing.
 
 The stored entry is one JSON object (keys sorted)::
 
@@ -15,6 +16,10 @@ The stored entry is one JSON object (keys sorted)::
 ``b"imgbuild-run-entry\\n1\\n" + spec_digest + b"\\n" + record``: the spec digest is inside, so a
 valid entry copied to another spec's place is rejected like a forged one. The record is kept as
 its exact bytes (as text), so a reader gets back precisely what the writer signed.
+
+**Secrets.** The stores' credentials and the cache key live in the environment only;
+:func:`redact` hides their values, URL queries (presigned URLs, SAS tokens) and URL user-info
+in every message the remote cache produces.
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import re
+from collections.abc import Mapping
 from typing import Any
 
+KEY_ENV = "IMGBUILD_CACHE_KEY"
 ENTRY_VERSION = 1
 _DOMAIN = b"imgbuild-run-entry\n%d\n" % ENTRY_VERSION
 
@@ -75,3 +84,26 @@ def open_entry(data: bytes, spec_digest: str, key: bytes | None) -> bytes:
         if not hmac.compare_digest(mac, entry_mac(key, spec_digest, raw)):
             raise EntryRejected("bad signature (written with another key, or altered)")
     return raw
+
+
+# Variables of the stores' usual environments whose values are secrets (or may be).
+_SECRET_NAME = re.compile(r"^(AWS|AZURE|ARM|GOOGLE|GCS|GCP)_\w*(SECRET|KEY|TOKEN|PASSWORD|SAS|"
+                          r"CREDENTIAL)\w*$")
+_URL_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#]*)[?#][^\s]*", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^\s/@]+@", re.IGNORECASE)
+
+
+def secrets_in(env: Mapping[str, str] | None = None) -> list[str]:
+    """The secret values in ``env`` (default: the process's), longest first."""
+    env = os.environ if env is None else env
+    found = {v for k, v in env.items() if (k == KEY_ENV or _SECRET_NAME.match(k)) and len(v) >= 4}
+    return sorted(found, key=len, reverse=True)
+
+
+def redact(text: str, env: Mapping[str, str] | None = None) -> str:
+    """``text`` with every secret of the environment, URL query (presigned URLs, SAS tokens)
+    and URL user-info replaced by ``***``."""
+    for secret in secrets_in(env):
+        text = text.replace(secret, "***")
+    text = _URL_USERINFO.sub(r"\1***@", text)
+    return _URL_QUERY.sub(r"\1?***", text)
