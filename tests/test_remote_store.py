@@ -365,7 +365,7 @@ def test_a_remote_that_never_answers_costs_one_short_timeout(silent_socket: sock
     answers, later_s = run(scenario())
     elapsed = time.perf_counter() - start
     assert answers == [False] * 8 + [None, False, None]
-    assert elapsed < 1.5 and later_s < 0.05, (elapsed, later_s)
+    assert elapsed < 2.0 and later_s < 0.2, (elapsed, later_s)
     assert len(warnings) == 1 and "no answer within 0.5 s" in warnings[0]
 
 
@@ -411,7 +411,7 @@ def test_drain_waits_for_background_uploads_no_longer_than_its_bound(
 
     start = time.perf_counter()
     assert run(scenario()) == 0
-    assert time.perf_counter() - start < 1.5
+    assert time.perf_counter() - start < 2.0
     assert len(warnings) == 1 and "1 uploads not finished after 0.3 s" in warnings[0]
 
 
