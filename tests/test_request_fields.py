@@ -282,6 +282,22 @@ def test_an_edit_field_in_a_generations_own_extra_is_a_manifest_error(project: P
     assert "images/edits" in line
 
 
+def test_a_generation_field_in_an_edits_own_extra_is_a_manifest_error(project: Project) -> None:
+    project.png("art/in.png")
+    project.manifest("""
+        [images.crowned]
+        prompt = "Add a crown"
+        images = ["art/in.png"]
+        extra = { style = "vivid" }
+        """)
+
+    result = project.run("build", "--provider", "placeholder")
+
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert line.startswith("images.toml: images.crowned.extra.style: only images/generations defines it")
+
+
 def test_an_edit_field_in_default_extra_reaches_edits_only(
         start_api_server: Any, project: Project) -> None:
     server = start_api_server("openai")
