@@ -174,6 +174,21 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from . import completion
+
+    if args.list_targets:
+        for name in completion.list_targets(args.directory, args.manifest):
+            print(name)
+    elif args.shell:
+        sys.stdout.write(completion.script(args.shell, build_parser()))
+    else:
+        from .errors import UsageError
+
+        raise UsageError("completion needs a shell: bash, zsh or fish")
+    return 0
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from .watch import watch
 
@@ -270,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("init", cmd_init, "write a commented starter images.toml (refuses to overwrite)")
     command("schema", cmd_schema, "print the JSON Schema of images.toml")
+    co = command("completion", cmd_completion, "print a shell completion script (see the README to install it)")
+    co.add_argument("shell", nargs="?", choices=["bash", "zsh", "fish"])
+    co.add_argument("--list-targets", action="store_true", help=argparse.SUPPRESS)  # what the scripts ask
     return parser
 
 

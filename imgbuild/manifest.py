@@ -108,7 +108,7 @@ class Params(_Strict):
         None, description="png | jpeg | webp; when absent it follows the output's extension, else png."
     )
     background: Background | None = Field(None, description="transparent | opaque | auto (default auto).")
-    moderation: Moderation | None = Field(None, description="low | auto (default auto).")
+    moderation: Moderation | None = Field(None, description="low | auto (default auto); generations only.")
     output_compression: Annotated[int, Field(ge=0, le=100)] | None = Field(
         None, description="0-100, jpeg and webp only (default 100)."
     )

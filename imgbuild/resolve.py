@@ -18,7 +18,7 @@ from .errors import ManifestError, Problem, UsageError
 from .hints import length_message, place, unknown_field
 from .images import sniff_format
 from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN, ManifestFile, TargetTable
-from .providers import PRESETS, Preset
+from .providers import PRESETS, Preset, schema
 from .providers.base import Capabilities, ProviderSettings
 from .providers.rules import parse_size
 from .textvars import resolve_vars, substitute, var_names
@@ -322,6 +322,9 @@ class _TargetResolver:
 
         params = {k: merged.get(k, v) for k, v in BUILTIN_DEFAULTS.items()}
         params["output_format"] = fmt
+        edit = table.images is not None
+        if edit:
+            self._edit_moderation(at, params, given)
         self._check_params(at, params, given)
         if fmt in ("jpeg", "webp"):
             params["output_compression"] = merged.get("output_compression", DEFAULT_COMPRESSION)
@@ -335,13 +338,7 @@ class _TargetResolver:
         if len(images) > self.caps.max_images:
             self.problem(f"{at}.images", f"{len(images)} inputs; at most {self.caps.max_images}")
 
-        extra = merged.get("extra", {})
-        for key in sorted(set(extra) & OWN_FIELDS):
-            self.problem(f"{at}.extra.{key}", "imgbuild sets this field itself; use the target's own field")
-        for key, value in extra.items():
-            if not _plain(value):
-                self.problem(f"{at}.extra.{key}", "only strings, numbers, booleans, arrays and tables can be "
-                                                  "sent; quote a date or time as a string")
+        extra = self._extra(at, merged.get("extra", {}), own="extra" in given, edit=edit)
 
         n = params["n"]
         outputs = () if output is None else (output,) if n == 1 else tuple(_numbered(output, i) for i in range(1, n + 1))
@@ -353,6 +350,34 @@ class _TargetResolver:
             prompt_file=self.paths.confine(table.prompt_file) if table.prompt_file else None,
             revision=merged.get("revision", 0), pinned=merged.get("pinned", False), extra=extra,
         )
+
+    def _edit_moderation(self, at: str, params: dict[str, Any], given: dict[str, Any]) -> None:
+        """The edit endpoint defines no `moderation`: it is never sent with an edit, and one set
+        on an edit target is an error ([defaults] simply applies to generations). The spec keeps
+        imgbuild's own default, so that the digests existing locks hold for edits stay valid."""
+        params["moderation"] = BUILTIN_DEFAULTS["moderation"]
+        if "moderation" in given:
+            self.problem(f"{at}.moderation", "only for generations: the edit endpoint (images/edits) does "
+                                             "not take it; remove it from this target, which has images")
+
+    def _extra(self, at: str, extra: dict[str, Any], *, own: bool, edit: bool) -> dict[str, Any]:
+        """The `extra` fields this target sends. A problem is placed where the field is written:
+        the target's own table, or `[defaults]` (once, however many targets inherit it). A
+        default field the other endpoint defines is simply not this target's."""
+        where = f"{at}.extra" if own else "defaults.extra"
+        kept = {}
+        for key, value in extra.items():
+            message = _extra_problem(key, value)
+            if message is None and schema.defined_elsewhere(key, edit=edit):
+                if not own:
+                    continue
+                message = (f"only {schema.endpoint_name(not edit)} defines it and this target is "
+                           f"{'an edit' if edit else 'a generation'} ({schema.endpoint_name(edit)})")
+            if message is None:
+                kept[key] = value
+            elif not any(p.where == f"{where}.{key}" and p.message == message for p in self.problems):
+                self.problem(f"{where}.{key}", message)
+        return kept
 
     def _prompt(self, at: str, table: TargetTable) -> str | None:
         if (table.prompt is None) == (table.prompt_file is None):
@@ -421,6 +446,17 @@ class Declared:
     images: tuple[str, ...]
     mask: str | None
     size: str
+
+
+def _extra_problem(key: str, value: Any) -> str | None:
+    if key in OWN_FIELDS:
+        return "imgbuild sets this field itself; use the target's own field"
+    if key in schema.ANSWER_SHAPE_FIELDS:
+        return ("changes the shape of the answer (server-sent events, or images in another form than "
+                "the provider's); imgbuild could not read it, and it would still be paid for: remove it")
+    if not _plain(value):
+        return "only strings, numbers, booleans, arrays and tables can be sent; quote a date or time as a string"
+    return None
 
 
 def _plain(value: Any) -> bool:

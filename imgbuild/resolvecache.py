@@ -21,7 +21,7 @@ from .providers import PRESETS
 from .providers.base import ProviderSettings
 from .resolve import Overrides, Resolved, Target
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 FILE = "manifest.json"
 _FIELDS = fields(Target)
 

@@ -95,7 +95,8 @@ class Received:
 
 
 class ApiServer:
-    """The server. ``mode`` is the dialect; ``extra_fields`` are further fields openai accepts."""
+    """The server. ``mode`` is the dialect; ``extra_fields`` are further fields it accepts beyond
+    the published schema (apiserver_rules.ENDPOINT_FIELDS), as a newer API version would."""
 
     def __init__(self, mode: str = "openai", *, key: str = TEST_KEY, latency_s: float = 0.0,
                  port: int = 0, extra_fields: tuple[str, ...] = (), transparent_ok: bool = True,

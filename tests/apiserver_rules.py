@@ -15,8 +15,32 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 MODELS = {"openai": "gpt-image-2", "aimlapi": "openai/gpt-image-2"}
-FIELDS = ("model", "prompt", "size", "quality", "output_format", "background", "moderation", "n",
-          "output_compression")
+# The request fields each endpoint defines, per dialect: anything else is a 400 "Unrecognized
+# request argument supplied", as the real services answer. Copied from the published schemas, not
+# from imgbuild:
+# - openai: github.com/openai/openai-openapi, openapi.yaml info.version 2.3.0 (commit f85dbe223d40,
+#   2026-08-21), the properties of CreateImageRequest and CreateImageEditRequest (whose `image` and
+#   `mask` are file parts, see EDIT_FILE_PARTS). Neither `moderation` on edits nor
+#   `input_fidelity` on generations.
+# - aimlapi: docs.aimlapi.com, api-references/image-models/openai/gpt-image-2, whose API schemas are
+#   github.com/aimlapi/api-docs docs/api-references/image-models/OpenAI/gpt-image-2-GENERATE.json and
+#   gpt-image-2-EDIT_local_changes.json (API.md: the edit endpoint has no `moderation`).
+ENDPOINT_FIELDS: dict[tuple[str, str], frozenset[str]] = {
+    ("openai", "generations"): frozenset({
+        "prompt", "model", "n", "quality", "response_format", "output_format",
+        "output_compression", "stream", "partial_images", "size", "moderation", "background",
+        "style", "user"}),
+    ("openai", "edits"): frozenset({
+        "prompt", "background", "model", "n", "size", "response_format", "output_format",
+        "output_compression", "user", "input_fidelity", "stream", "partial_images", "quality"}),
+    ("aimlapi", "generations"): frozenset({
+        "model", "prompt", "size", "quality", "output_format", "background", "moderation", "n",
+        "output_compression", "response_format"}),
+    ("aimlapi", "edits"): frozenset({
+        "model", "prompt", "size", "quality", "output_format", "background", "n",
+        "output_compression", "response_format"}),
+}
+EDIT_FILE_PARTS = frozenset({"image", "image[]", "mask"})
 AIMLAPI_SIZES = ("1024x1024", "1024x1536", "1536x1024")
 QUALITIES = {"openai": ("low", "medium", "high", "auto"), "aimlapi": ("low", "medium", "high")}
 FORMATS = ("png", "jpeg", "webp")
@@ -172,14 +196,14 @@ def _choice(fields: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str 
 def check_fields(mode: str, edit: bool, fields: dict[str, Any], extra_fields: tuple[str, ...],
                  transparent_ok: bool) -> dict[str, Any]:
     """Validate like API.md says each dialect does; return the request with defaults filled."""
-    if mode == "openai":
-        if "response_format" in fields:
-            raise Invalid("Unknown parameter: 'response_format'. It is not supported for GPT "
-                          "image models.", "unknown_parameter", "response_format")
-        for name in fields:
-            if name not in FIELDS and name not in extra_fields:
-                raise Invalid(f"Unrecognized request argument supplied: {name}",
-                              "unknown_parameter", name)
+    defined = ENDPOINT_FIELDS[(mode, "edits" if edit else "generations")]
+    for name in fields:
+        if name not in defined and name not in extra_fields:
+            raise Invalid(f"Unrecognized request argument supplied: {name}",
+                          "unknown_parameter", name)
+    if mode == "openai" and "response_format" in fields:
+        raise Invalid("Unknown parameter: 'response_format'. It is not supported for GPT "
+                      "image models.", "unknown_parameter", "response_format")
     if fields.get("model") != MODELS[mode]:
         raise Invalid(f"Invalid model {fields.get('model')!r}; this endpoint serves "
                       f"{MODELS[mode]!r}.", "invalid_model", "model")
@@ -225,8 +249,8 @@ def check_edit_parts(mode: str, files: list[Part]) -> tuple[int, int]:
     from PIL import Image
 
     names = {p.name for p in files}
-    unknown = names - {"image", "image[]", "mask"}
-    if unknown and mode == "openai":
+    unknown = names - EDIT_FILE_PARTS
+    if unknown:
         raise Invalid(f"Unrecognized request argument supplied: {sorted(unknown)[0]}",
                       "unknown_parameter")
     images = [p for p in files if p.name in ("image", "image[]")]

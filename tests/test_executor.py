@@ -141,6 +141,15 @@ def _read_until_started(proc: subprocess.Popen[str], count: int) -> list[dict[st
     return events
 
 
+def _read_until_warning(proc: subprocess.Popen[str], prefix: str) -> dict[str, Any]:
+    assert proc.stdout is not None
+    while line := proc.stdout.readline():
+        event = json.loads(line)
+        if event["event"] == "warning" and event["message"].startswith(prefix):
+            return dict(event)
+    raise AssertionError(f"the build ended without a warning starting {prefix!r}")
+
+
 def test_first_ctrl_c_waits_for_requests_in_flight_and_saves_them(project: Project) -> None:
     _slow_manifest(project, 6)
     proc = _start(project, "1.5")
@@ -163,7 +172,7 @@ def test_second_ctrl_c_abandons_requests_in_flight(project: Project) -> None:
     _read_until_started(proc, 2)
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    _read_until_warning(proc, "interrupted")  # the first Ctrl-C was taken: now the second
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
     assert proc.returncode == 130
@@ -173,7 +182,7 @@ def test_second_ctrl_c_abandons_requests_in_flight(project: Project) -> None:
 
 def test_a_second_build_waits_for_the_first_and_then_has_nothing_to_do(project: Project) -> None:
     _slow_manifest(project, 2)
-    first = _start(project, "1.5")
+    first = _start(project, "4")  # long enough that the second starts while it runs, even on a busy machine
     _read_until_started(first, 2)
     second = project.build(env={"IMGBUILD_PLACEHOLDER_DELAY": "1.5"})
     first.communicate(timeout=30)

@@ -12,8 +12,9 @@ def test_public_api_is_a_deliberate_list() -> None:
         "ManifestError", "NullReporter", "Plan", "Project", "ProviderError", "Reporter", "Spec", "State",
         "Summary", "Target", "UsageError", "json_schema", "load_project",
     ]
-    for name in imgbuild.__all__:
-        assert getattr(imgbuild, name) is not None
+    for name in imgbuild.__all__:  # each name is the class or function of that name, from its home
+        value = getattr(imgbuild, name)
+        assert (value.__name__, value.__module__.split(".")[0]) == (name, "imgbuild"), name
 
 
 def test_a_build_script_can_load_plan_and_build(project: Project, monkeypatch) -> None:  # type: ignore[no-untyped-def]

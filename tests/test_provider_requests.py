@@ -24,8 +24,9 @@ from imgbuild.providers import open_provider
 
 pytestmark = pytest.mark.usefixtures("fast_retries")
 
-DEFAULTS = {"size": "1024x1024", "quality": "medium", "output_format": "png", "background": "auto",
-            "moderation": "auto"}
+EDIT_DEFAULTS = {"size": "1024x1024", "quality": "medium", "output_format": "png",
+                 "background": "auto"}
+DEFAULTS = {**EDIT_DEFAULTS, "moderation": "auto"}  # the edit endpoint defines no moderation
 
 
 def sha256(path: Path) -> str:
@@ -58,11 +59,11 @@ def test_output_compression_is_sent_with_jpeg_and_webp_but_never_with_png(
 
 
 def test_extra_fields_are_sent_as_they_are(start_api_server: Any, tmp_path: Path) -> None:
-    server = start_api_server("openai", extra_fields=("user",))
-    generate(server, tmp_path, image_request(extra={"user": "build-42"}))
+    server = start_api_server("openai", extra_fields=("seed",))  # a field a newer API might add
+    generate(server, tmp_path, image_request(extra={"user": "build-42", "seed": 7}))
 
     (received,) = server.received
-    assert received.fields["user"] == "build-42"
+    assert received.fields["user"] == "build-42" and received.fields["seed"] == 7
 
 
 def test_an_extra_field_the_api_does_not_know_is_rejected_once_with_its_message(
@@ -83,7 +84,7 @@ def test_an_edit_with_one_input_sends_one_image_part_and_text_fields(
     assert received.headers["content-type"].startswith("multipart/form-data")
     assert received.files == [("image", "hero.png", source.stat().st_size, sha256(source))]
     assert received.fields == {"model": "gpt-image-2", "prompt": "A knight on a hill at dawn",
-                               "n": "1", **DEFAULTS}
+                               "n": "1", **EDIT_DEFAULTS}
 
 
 def test_an_edit_with_several_inputs_sends_repeated_image_brackets_in_order_then_the_mask(

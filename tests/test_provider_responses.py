@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from apiserver import ApiServer, Fault, generate, image_request
 
-from imgbuild import pricing
 from imgbuild.errors import BadResponse, ProviderError
 
 pytestmark = pytest.mark.usefixtures("fast_retries")
@@ -201,7 +200,8 @@ def test_prices_from_the_manifest_override_the_defaults(
     result = generate(api_server, tmp_path, image_request(quality="low"), prices=prices)
 
     assert result.cost_usd == pytest.approx(272 * 60 / 1e6)
-    assert result.cost_usd == pytest.approx(pricing.usd_from_usage(result.usage, prices))
+    # the prompt's text tokens were there, and priced at the manifest's 0, not the default $5
+    assert result.usage["input_tokens_details"]["text_tokens"] > 0
 
 
 def test_aimlapi_cost_is_usd_spent_added_over_its_requests(

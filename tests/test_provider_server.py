@@ -21,7 +21,7 @@ def post(server: ApiServer, body: dict[str, Any], **kw: Any) -> httpx.Response:
 
 
 def edit(server: ApiServer, files: list[tuple[str, Path]]) -> httpx.Response:
-    fields = {k: str(v) for k, v in GOOD.items()}
+    fields = {k: str(v) for k, v in GOOD.items() if k != "moderation"}  # a generation field
     parts = [(name, (p.name, p.read_bytes(), "image/png")) for name, p in files]
     return httpx.post(f"{server.base_url}/images/edits", data=fields, files=parts, headers=AUTH,
                       timeout=10)

@@ -87,7 +87,8 @@ class Watching:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
         self.err: list[str] = []
-        threading.Thread(target=self._read_out, daemon=True).start()
+        self._reader = threading.Thread(target=self._read_out, daemon=True)
+        self._reader.start()
         threading.Thread(target=self._read_err, daemon=True).start()
 
     def _read_out(self) -> None:
@@ -143,14 +144,23 @@ class Watching:
             raise AssertionError(f"no event within {timeout}s:\n{self.transcript()}")
         return event
 
-    def quiet_for(self, seconds: float) -> list[dict[str, Any]]:
-        """The events that arrive in the next ``seconds``."""
+    def batches_until(self, rel: str, timeout: float = 15.0) -> list[list[str]]:
+        """What each batch changed, up to the first batch that holds ``rel``. File events arrive
+        in the order they happen, so whatever was written before ``rel`` would trigger a batch
+        before it or with it: writing ``rel`` and reading up to its batch proves that nothing
+        earlier triggered one, where a quiet window would pass as soon as the event came late."""
+        batches = []
+        while rel not in (changed := self.wait_for("watch", timeout)["changed"]):
+            batches.append(changed)
+        return [*batches, changed]
+
+    def rest(self) -> list[dict[str, Any]]:
+        """Every event not read yet, once the process has ended: its output is then complete."""
+        assert self.proc.poll() is not None, "the watch is still running"
+        self._reader.join(timeout=10)
         got = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            event = self.next(left)
-            if event is not None:
-                got.append(event)
+        while (event := self.next(0)) is not None:
+            got.append(event)
         return got
 
     def interrupt(self, timeout: float = 5.0) -> tuple[int, float]:
@@ -208,12 +218,14 @@ def test_initial_build_then_its_own_writes_never_retrigger_a_build(project: Proj
     try:
         initial = w.rebuild()
         w.wait_for("watching")
-        # Its outputs, lock and state files land after the summary; none of them is a change.
-        later = w.quiet_for(1.0)
+        # Its outputs, lock and state files land after the summary; none of them is a change:
+        # the first batch is the one a real edit, made after them, causes.
+        project.write("prompts/b.md", "a blue boat, later")
+        batches = w.batches_until("prompts/b.md")
     finally:
         w.close()
     assert initial.targets("built") == ["a", "b", "c"] and initial.summary["requests"] == 3
-    assert [e for e in later if e["event"] == "watch"] == []
+    assert batches == [["prompts/b.md"]]
 
 
 def test_prompt_file_edit_rebuilds_exactly_its_target(project: Project, watch: Any) -> None:
@@ -235,7 +247,9 @@ def test_input_image_edit_rebuilds_its_dependents_only(project: Project, watch: 
     assert rebuild.changed == ["art/base.png"]
     assert rebuild.targets("built") == ["b", "c"]
     assert rebuild.summary["requests"] == 2 and rebuild.summary["up_to_date"] == 2
-    assert [e for e in w.quiet_for(0.8) if e["event"] == "watch"] == []  # b's new output is its own
+    # b's new output is its own write, not a change: the next batch is the next real edit's
+    project.png("art/other.png", color=(1, 2, 3, 255))
+    assert w.batches_until("art/other.png") == [["art/other.png"]]
 
 
 def test_broken_then_fixed_manifest_reports_the_error_then_builds_the_fix(project: Project, watch: Any) -> None:
@@ -298,8 +312,10 @@ def test_burst_of_20_saves_within_200ms_gives_one_rebuild(project: Project, watc
     assert max(b - a for a, b in itertools.pairwise(saved_at)) < 0.14
     rebuild = w.rebuild()
     assert rebuild.targets("built") == ["a"] and rebuild.summary["requests"] == 1
-    assert [e for e in w.quiet_for(1.0) if e["event"] == "watch"] == []
     assert project.lock()["targets"]["a"]["prompt"] == "a red kite, take 19"
+    # no second batch of the burst: the next one is that of a later, other edit
+    project.write("prompts/b.md", "a blue boat, later")
+    assert w.batches_until("prompts/b.md") == [["prompts/b.md"]]
 
 
 def test_change_during_a_build_is_built_after_it_without_cancelling_it(project: Project, watch: Any) -> None:
@@ -326,7 +342,7 @@ def test_ctrl_c_during_a_build_saves_the_request_in_flight_and_exits_130(project
     assert w.wait_for("started")["target"] == "a"
     code, seconds = w.interrupt()
     assert code == 130 and seconds < 5
-    rest = w.quiet_for(0.3)
+    rest = w.rest()
     assert [e["target"] for e in rest if e["event"] == "built"] == ["a"], w.transcript()
     assert [e["interrupted"] for e in rest if e["event"] == "summary"] == [True]
     assert list(project.root.rglob(".imgbuild-tmp-*")) == []
@@ -348,7 +364,7 @@ def test_ctrl_c_while_waiting_for_another_build_ends_the_watch_without_a_request
         assert "another imgbuild build of this project is running" in warning["message"]
         code, seconds = w.interrupt()
         assert code == 130 and seconds < 3
-        assert [e for e in w.quiet_for(0.3) if e["event"] == "started"] == []
+        assert [e for e in w.rest() if e["event"] == "started"] == []
     finally:
         other.kill()
         other.wait()

@@ -77,7 +77,10 @@ FIELD_FACTS: dict[tuple[str, str], tuple[str | None, str, str]] = {
                                   "An `output` extension that contradicts it is an error "
                                   "(`.jpg` and `.jpeg` mean jpeg)."),
     ("Params", "background"): ("`\"auto\"`", "yes", "`transparent` needs png or webp."),
-    ("Params", "moderation"): ("`\"auto\"`", "yes", ""),
+    ("Params", "moderation"): ("`\"auto\"`", "yes",
+                               "Never sent with an edit: its endpoint does not define it. An error "
+                               "on a target with `images`; in `[defaults]` it applies to "
+                               "generations (an edit's spec keeps `\"auto\"`)."),
     ("Params", "output_compression"): ("`100` for jpeg and webp", "yes (jpeg, webp)",
                                        "An error on a png target (one set in `[defaults]` is "
                                        "simply not used for png targets); never sent with png."),
@@ -91,7 +94,13 @@ FIELD_FACTS: dict[tuple[str, str], tuple[str | None, str, str]] = {
                            "`status` shows it as `pinned`; its output on disk still feeds its "
                            "dependents. Not part of the spec: pinning rebuilds nothing."),
     ("Params", "extra"): ("`{}`", "yes",
-                          "May not set a field imgbuild sends itself: {own_fields}."),
+                          "May not set a field imgbuild sends itself: {own_fields}; nor "
+                          "`stream`, `partial_images` or `response_format`, which change the "
+                          "shape of the answer. A field only one endpoint defines (`input_fidelity`"
+                          " for edits, `style` for generations) goes only to that endpoint: in "
+                          "`[defaults]` it applies to those targets, in another target's own "
+                          "table it is an error. See [providers](providers.md#request-fields-"
+                          "moderation-and-extra)."),
     ("TargetTable", "prompt"): ("—", "its resolved text", "Exactly one of `prompt` and "
                                 "`prompt_file`; at most {max_prompt:,} characters once the vars are "
                                 "replaced."),
@@ -201,7 +210,8 @@ images.toml: images.hero-crowned.images[1]: art/crown.png does not exist and no 
   `output_compression` only for jpeg and webp; `background = "transparent"` only with png or webp;
 - masks: only with `images`; PNG with alpha; at most 4 MB; the size of the first input (when a
   target makes that input and its `size` is `"auto"`, this is checked once it is built);
-- at most {max_images} input images; `extra` does not override a field imgbuild sends;
+- at most {max_images} input images; `extra` does not override a field imgbuild sends, change the
+  answer's shape, or set a field the target's endpoint does not define; no `moderation` on an edit;
 - the provider's own rules ([below](#provider-rules)) for size, quality, format, `n` and
   transparency, so that what the provider would reject is rejected here first;
 - the provider table: a known preset, `base_url` for `compatible` (and no `api_key_env` it may not choose), no

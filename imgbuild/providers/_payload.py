@@ -2,8 +2,10 @@
 
 Only fields API.md allows for the dialect are sent: never ``response_format`` (openai rejects it
 for GPT image models, and aimlapi's default, url, is what we handle), never ``output_compression``
-with png, and always imgbuild's own defaults, so that the same target is the same request on every
-provider. ``extra`` is merged as it is: it exists for fields this version does not know.
+with png, never ``moderation`` with an edit (its endpoint does not define it), and always
+imgbuild's own defaults, so that the same target is the same request on every provider. ``extra``
+is merged as it is, apart from fields the other endpoint defines (:mod:`.schema`): it exists for
+fields this version does not know.
 """
 
 from __future__ import annotations
@@ -19,14 +21,21 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import pricing
+from . import schema
 from ._images import CONTENT_TYPES, sniff_format
 from .base import ImageRequest
 
 FileTuple = tuple[str, IO[bytes], str]
 log = logging.getLogger("imgbuild.providers")
+# Fields the request carries from ImageRequest's own attributes and files, never from `extra`.
+OWN_FIELDS = frozenset({"model", "prompt", "size", "quality", "output_format", "background",
+                        "moderation", "output_compression", "n", "image", "image[]", "mask"})
 
 
 def fields(request: ImageRequest, *, n: int) -> dict[str, Any]:
+    """The fields of one request to the endpoint ``request`` goes to: images/edits when it has
+    input images, else images/generations."""
+    edit = request.is_edit
     body: dict[str, Any] = {
         "model": request.model,
         "prompt": request.prompt,
@@ -34,13 +43,18 @@ def fields(request: ImageRequest, *, n: int) -> dict[str, Any]:
         "quality": request.quality,
         "output_format": request.output_format,
         "background": request.background,
-        "moderation": request.moderation,
         "n": n,
     }
+    if not edit:
+        body["moderation"] = request.moderation
     if request.output_compression is not None and request.output_format != "png":
         body["output_compression"] = request.output_compression
-    # The engine refuses an `extra` that overrides a named field; a direct caller gets the same.
-    body.update({k: v for k, v in request.extra.items() if k not in body})
+    # The engine refuses an `extra` that overrides a named field or changes the answer's shape,
+    # and leaves out of a target's spec the fields of the other endpoint; a direct caller gets
+    # the same request.
+    body.update({k: v for k, v in request.extra.items()
+                 if k not in body and k not in OWN_FIELDS and k not in schema.ANSWER_SHAPE_FIELDS
+                 and not schema.defined_elsewhere(k, edit=edit)})
     return body
 
 
