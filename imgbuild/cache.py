@@ -126,8 +126,10 @@ class LocalCache:
         self._held[path] = fd
         return path
 
-    def discard_staging(self, path: Path) -> None:
-        shutil.rmtree(path, ignore_errors=True)
+    def discard_staging(self, path: Path, *, keep: bool = False) -> None:
+        """Delete a staging folder; with ``keep``, only unlock it (the next build adopts it)."""
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
         fd = self._held.pop(path, None)
         if fd is not None:
             os.close(fd)
