@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cache import OutputInfo, RunRecord
-from .errors import BudgetExceeded, ProviderError
+from .errors import BudgetExceeded, ImgbuildError, ProviderError
 from . import safekeep
 from .fsutil import atomic_copy
 from .plan import Action, Decision, State
@@ -195,7 +195,12 @@ class Executor:
         finally:
             self._say_uncached()
             await self.lock_writer.flush()
-            await asyncio.to_thread(self.project.stats.save)
+            try:
+                await asyncio.to_thread(self.project.stats.save)
+            except OSError as exc:  # the lock and outputs are saved: the stat cache is a speed-up
+                raise ImgbuildError(f"{self.project.stats.path.relative_to(self.project.root)}: cannot be saved "
+                                    f"({exc.strerror or exc}); the images and the lock are: free space or "
+                                    "make the folder writable") from exc
             if self._provider is not None:
                 await self._provider.aclose()
             if handled:
@@ -323,7 +328,12 @@ class Executor:
         for rel, info in zip(target.outputs, decision.run.outputs):
             if self.project.stats.digest(rel) != info.sha256:
                 source = (staged or {}).get(info.sha256) or self.project.cache.object_path(info.sha256)
-                atomic_copy(source, self.project.root / rel)
+                try:
+                    atomic_copy(source, self.project.root / rel)
+                except OSError as exc:
+                    hint = "" if source != self.project.cache.object_path(info.sha256) else (
+                        "; its image is in the cache: the next build restores it")
+                    raise ImgbuildError(f"{rel}: cannot be written ({exc.strerror or exc}){hint}") from exc
                 self.project.stats.record(rel, info.sha256)
             self.project.cache.touch(info.sha256)
             outputs.append((rel, info))

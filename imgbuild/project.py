@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import LocalCache
-from .errors import ManifestError, ProjectBusy, StateFileError, UnsafePath, UsageError
+from .errors import ImgbuildError, ManifestError, ProjectBusy, StateFileError, UnsafePath, UsageError
 from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry, utc_now
 from .fsutil import allow_writes_under, atomic_write, is_inside, remove, remove_leftovers
 from .graph import closure, dependencies, producers_of, topological_order
@@ -166,7 +166,8 @@ class Project:
             provider = self._open_provider(jobs) if any(d.action is Action.REQUEST for d in plan.decisions) else None
             for name in gone:
                 self.lock.remove(name)
-            self.cache.register_project(self.root)
+            with contextlib.suppress(OSError):  # a full or read-only cache: the build says so if it matters
+                self.cache.register_project(self.root)
             await asyncio.to_thread(self._take_leftovers)
             self._save_copies()
             executor = Executor(self, plan.planner, plan.order, reporter, options,
@@ -224,6 +225,9 @@ class Project:
         except Timeout:
             reporter.warn("another imgbuild build of this project is running; waiting for it to finish")
             return False
+        except OSError as exc:  # a read-only or full .imgbuild/: say so before anything is paid
+            raise ImgbuildError(f"{STATE_DIR}/run.lock: cannot be taken ({exc.strerror or exc}); imgbuild keeps "
+                                f"its machine-local state in {STATE_DIR}/: make it writable") from None
 
     @staticmethod
     def _busy(lock) -> ProjectBusy:  # type: ignore[no-untyped-def]
