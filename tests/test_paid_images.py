@@ -4,6 +4,7 @@ lock records."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -26,8 +27,21 @@ def test_projects_building_at_once_all_stay_registered_and_gc_keeps_what_their_l
     for i, project in enumerate(projects):
         project.manifest(f'[provider]\nname = "placeholder"\n[images.only]\nprompt = "picture of project {i}"\n'
                          'quality = "low"\n')
+    # Each build waits for its project's run lock, held here and let go of all at once: the ten
+    # register themselves within the same moment, not spread over their start-up times.
+    held = []
+    for project in projects:
+        (project.root / ".imgbuild").mkdir()
+        fd = os.open(project.root / ".imgbuild" / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.append(fd)
     procs = [subprocess.Popen([sys.executable, "-m", "imgbuild", "-C", str(p.root), "build", "-q"],
                               env=p.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for p in projects]
+    for proc in procs:  # every build says it waits
+        assert proc.stderr is not None
+        assert "waiting" in proc.stderr.readline().decode()
+    for fd in held:
+        os.close(fd)
     for proc in procs:
         assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
     cache = projects[0].cache
