@@ -212,9 +212,10 @@ class Executor:
         if not self._uncached:
             return
         exc = self._cache_error
-        why = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc is not None and exc.filename else "")
+        why = (exc.strerror or str(exc)) if exc is not None else "unknown"
         self.reporter.line(
-            f"error: the cache cannot take paid images ({why}); {self.summary.uncached} went to their outputs "
+            f"error: the cache cannot take paid images ({why}: {self.project.cache.root}); "
+            f"{self.summary.uncached} went to their outputs "
             f"only ({', '.join(self._uncached)}), recorded in the lock: keep them (imgbuild clean caches "
             "them first), and make the cache writable or free space", error=True)
 

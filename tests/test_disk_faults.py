@@ -122,12 +122,14 @@ def assert_the_next_build_pays_nothing(project: Project, server: ApiServer, *, r
     assert set(outputs_match_the_lock(project)) == {f"assets/{n}.png" for n in TARGETS}
 
 
-@pytest.mark.parametrize("fault", ["read_only", "full"])
+@pytest.mark.parametrize("fault", ["read_only_objects", "read_only", "full"])
 def test_a_cache_that_cannot_take_paid_images_leaves_them_in_their_outputs(
         disks: Disks, http_project: tuple[Project, ApiServer], fault: str) -> None:
     project, server = http_project
-    if fault == "read_only":
+    if fault == "read_only_objects":
         disks.read_only(project.cache / "objects")
+    elif fault == "read_only":
+        disks.read_only(project.cache)
     else:
         disks.full(project.cache)
 
