@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import safekeep
 from .cache import OutputInfo, RunRecord
 from .errors import BudgetExceeded, ImgbuildError, ProviderError
-from . import safekeep
 from .fsutil import atomic_copy
 from .plan import Action, Decision, State
 from .providers.base import ImageRequest, Provider
