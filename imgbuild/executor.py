@@ -450,6 +450,8 @@ class Executor:
                     raise  # the cache has them: the next build restores them for free
                 keep_staging = not await asyncio.to_thread(self._rescue, name, staged)
                 raise
+            for f in staged.values():  # in the outputs now: not images left over for _keep_paid_for
+                f.unlink()
             keep_staging = not await asyncio.to_thread(self._keep_paid_for, name, staging)
             if staged:
                 self._uncached.append(name)

@@ -179,9 +179,8 @@ class Project:
         under the run lock, so no build of this project is writing."""
         self.cache.adopt_leftovers()
         self.cache.adopt_leftovers(self.state_dir / "tmp")
-        folders = {self.root, self.state_dir, self.lock.path.parent}
-        folders.update((self.root / out).parent for t in self.targets.values() for out in t.outputs)
-        remove_leftovers(folders)
+        parts = {out.rpartition("/")[0] for t in self.targets.values() for out in t.outputs}
+        remove_leftovers([self.state_dir, self.lock.path.parent, *(self.root / p for p in sorted(parts))])
 
     def _save_copies(self) -> None:
         """Keep machine-local copies of what this run had to parse, so the next one need not."""

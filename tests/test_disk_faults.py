@@ -140,6 +140,7 @@ def test_a_cache_that_cannot_take_paid_images_leaves_them_in_their_outputs(
     assert len(lines) == 1 and lines[0].startswith("error: the cache cannot take paid images"), result.err
     assert len(server.received) == result.requests == 3
     assert result.summary["cost_usd"] > 0 and result.summary["uncached"] == 3
+    assert [e for e in result.events if e["event"] == "warning"] == []
     assert len(outputs_match_the_lock(project)) == 3
     assert_the_next_build_pays_nothing(project, server, restored=0)
 
