@@ -189,3 +189,19 @@ def test_a_full_state_folder_loses_no_paid_image(disks: Disks, http_project: tup
     assert_the_next_build_pays_nothing(project, server, restored=0)
 
 
+
+
+def test_an_image_neither_the_cache_nor_its_output_can_take_goes_to_the_rescue_folder(
+        disks: Disks, http_project: tuple[Project, ApiServer]) -> None:
+    project, server = http_project
+    disks.read_only(project.cache / "objects")
+    disks.read_only(project.root / "assets")
+
+    result = project.build("-j", "1", "hero")
+
+    assert result.code == 1 and len(server.received) == 1
+    lines = error_lines(result)
+    assert len(lines) == 1 and "kept in .imgbuild/rescue/hero" in lines[0], result.err
+    rescued = list((project.root / ".imgbuild" / "rescue" / "hero").iterdir())
+    assert [p.read_bytes()[:8] for p in rescued] == [b"\x89PNG\r\n\x1a\n"]
+    assert result.summary["cost_usd"] > 0 and result.summary["uncached"] == 1
