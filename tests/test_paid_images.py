@@ -126,3 +126,17 @@ def test_an_input_rewritten_while_its_edit_uploads_is_recorded_as_the_bytes_sent
         writer.join()
     assert sum(1 for code, _ in outcomes if code == 0) >= 2, outcomes
 
+
+
+def test_gc_removes_nothing_while_a_registered_projects_lock_cannot_be_read(project: Project) -> None:
+    project.manifest('[provider]\nname = "placeholder"\n[images.only]\nprompt = "a picture"\nquality = "low"\n')
+    assert project.build().code == 0
+    lock = project.root / "images.lock"
+    lock.write_text("<<<<<<< HEAD\n" + lock.read_text() + "=======\n>>>>>>> other\n")  # a merge conflict
+    (project.root / "poetry.lock").write_text("# not imgbuild's\n")
+    objects = sorted((project.cache / "objects").rglob("*"))
+
+    gc = project.run("gc", "--older-than", "0")
+
+    assert gc.code == 2 and len(gc.err.strip().splitlines()) == 1 and "images.lock" in gc.err, gc.err
+    assert sorted((project.cache / "objects").rglob("*")) == objects
