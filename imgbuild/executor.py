@@ -445,7 +445,7 @@ class Executor:
             restored = Decision(name, decision.state, Action.RESTORE, decision.reasons, decision.spec, record)
             try:
                 await asyncio.to_thread(self._restore, restored, staged)
-            except Exception as exc:
+            except Exception:
                 if not staged:
                     raise  # the cache has them: the next build restores them for free
                 keep_staging = not await asyncio.to_thread(self._rescue, name, staged)

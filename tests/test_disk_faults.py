@@ -15,7 +15,6 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from apiserver import KEY_ENV, ApiServer
