@@ -6,12 +6,16 @@ Layout, sharded like DVC's::
 
     <cache>/objects/ab/abcdef…     image bytes, read-only, named by sha256
     <cache>/runs/ab/abcdef….json   {"version": 1, "outputs": [...], ...} by spec digest
-    <cache>/tmp/                   staging for provider results (same filesystem: renames are free)
-    <cache>/projects.json          projects that used this cache, for gc
+    <cache>/tmp/stage-…/           staging for provider results (same filesystem: renames are free)
+    <cache>/projects.json          projects that used this cache, for gc (merged under a file lock)
+
+A build holds an exclusive ``flock`` on each staging folder it uses; a folder nobody holds is a
+killed build's, and its images were paid for: the next build moves them into the cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .fsutil import atomic_write
+try:
+    import fcntl
+except ImportError:  # Windows: staging folders are not locked, and leftovers wait for gc
+    fcntl = None  # type: ignore[assignment]
+
+from .errors import StateFileError
+from .fsutil import allow_writes_under, atomic_write, move_into, open_folder
 
 RUN_VERSION = 1
 
@@ -67,6 +77,14 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("imgbuild", appauthor=False))
 
 
+def _read_projects(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def file_sha256(path: Path) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -75,6 +93,8 @@ def file_sha256(path: Path) -> str:
 class LocalCache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_cache_dir()
+        allow_writes_under(self.root)
+        self._held: dict[Path, int] = {}  # staging folders in use → their locked descriptors
 
     def _object(self, sha256: str) -> Path:
         return self.root / "objects" / sha256[:2] / sha256[2:]
@@ -88,10 +108,65 @@ class LocalCache:
     def object_path(self, sha256: str) -> Path:
         return self._object(sha256)
 
-    def staging_dir(self) -> Path:
-        tmp = self.root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix="stage-", dir=tmp))
+    def staging_dir(self, under: Path | None = None) -> Path:
+        """A new staging folder, locked for this process until :meth:`discard_staging`; in the
+        cache's ``tmp/`` unless ``under`` names another (the project's, when the cache is full)."""
+        tmp = under or self.root / "tmp"
+        new = tmp / ".new"
+        with open_folder(new):
+            pass
+        made = Path(tempfile.mkdtemp(prefix="stage-", dir=new))
+        if fcntl is None:
+            return made
+        # Locked before it appears under tmp/, so that no sweep ever sees it unlocked.
+        fd = os.open(made, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path = tmp / made.name
+        os.rename(made, path)
+        self._held[path] = fd
+        return path
+
+    def discard_staging(self, path: Path, *, keep: bool = False) -> None:
+        """Delete a staging folder; with ``keep``, only unlock it (the next build adopts it)."""
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+        fd = self._held.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def adopt_leftovers(self, under: Path | None = None) -> int:
+        """Move the images of staging folders killed builds left (in the cache's ``tmp/``, or
+        ``under``) into the cache: they were paid for. Then delete those folders. Returns how many
+        images were kept."""
+        tmp = under or self.root / "tmp"
+        kept = 0
+        if fcntl is None:
+            return kept
+        for stage in sorted(tmp.glob("stage-*")):
+            try:
+                fd = os.open(stage, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # a running build's
+            try:
+                for f in sorted(stage.iterdir()):
+                    if f.is_file() and not f.is_symlink() and f.stat().st_size:
+                        self.put_file(f)
+                        kept += 1
+                shutil.rmtree(stage, ignore_errors=True)
+            except OSError:
+                continue  # the cache cannot take them now (full, read-only): they wait for a later build
+            finally:
+                os.close(fd)
+        for made in (tmp / ".new").glob("stage-*"):  # killed between mkdtemp and the rename: empty
+            with contextlib.suppress(OSError):
+                if made.stat().st_mtime < time.time() - 3600:
+                    shutil.rmtree(made, ignore_errors=True)
+        return kept
 
     def put_file(self, path: Path) -> OutputInfo:
         """Move an image file into the store (hashing it); returns what the lock records of it."""
@@ -109,12 +184,24 @@ class LocalCache:
         if dest.exists():
             os.unlink(path)  # another build (or an earlier take) stored these very bytes
         else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
             with path.open("rb") as f:
                 os.fsync(f.fileno())
             os.chmod(path, 0o444)
-            os.replace(path, dest)
+            move_into(path, dest)  # a staging folder in the project (the cache was full) is a copy
         return OutputInfo(sha, size, width, height, fmt)
+
+    @staticmethod
+    def describe(path: Path) -> OutputInfo:
+        """What the lock records of an image file, without storing it."""
+        from .images import image_info
+
+        try:
+            info = image_info(path)
+            width, height, fmt = info.size[0], info.size[1], info.format
+        except ValueError:
+            width = height = 0
+            fmt = None
+        return OutputInfo(file_sha256(path), path.stat().st_size, width, height, fmt)
 
     def get_run(self, spec_digest: str) -> RunRecord | None:
         try:
@@ -145,27 +232,43 @@ class LocalCache:
     # -- projects and gc ---------------------------------------------------------------------
 
     def register_project(self, root: Path) -> None:
+        """Record that ``root`` uses this cache today. Read, merged and written under a file lock:
+        builds of many projects at once each add their entry, none is lost."""
+        from filelock import FileLock
+
         path = self.root / "projects.json"
-        try:
-            projects = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            projects = {}
         key = str(root.resolve())
         today = time.strftime("%Y-%m-%d", time.gmtime())
-        if projects.get(key) != today:
-            projects[key] = today
-            atomic_write(path, json.dumps(projects, sort_keys=True, indent=1).encode(), durable=False)
+        if _read_projects(path).get(key) == today:
+            return  # the usual case: no lock, no write
+        with open_folder(self.root):
+            pass
+        with FileLock(str(self.root / "projects.json.lock"), thread_local=False):
+            projects = _read_projects(path)
+            if projects.get(key) != today:
+                projects[key] = today
+                atomic_write(path, json.dumps(projects, sort_keys=True, indent=1).encode())
 
     def projects(self) -> list[Path]:
-        try:
-            return [Path(p) for p in json.loads((self.root / "projects.json").read_bytes())]
-        except (OSError, ValueError):
+        """The projects that used this cache. Raises StateFileError if the registry is unreadable:
+        gc must not guess what no lock needs."""
+        path = self.root / "projects.json"
+        if not path.exists():
             return []
+        try:
+            data = json.loads(path.read_bytes())
+            if not isinstance(data, dict):
+                raise ValueError("not a table")
+        except (OSError, ValueError) as exc:
+            raise StateFileError(f"{path}: the cache's project registry cannot be read ({exc}); gc removed "
+                                 "nothing: delete the file and build each project once to register it again") from None
+        return [Path(p) for p in data]
 
     def gc(self, keep: Iterable[str], older_than_days: float) -> tuple[int, int]:
         """Delete objects not in ``keep`` and unused for ``older_than_days``, and the run entries
         that pointed at them. Returns (objects removed, bytes freed)."""
         keep = set(keep)
+        self.adopt_leftovers()  # a killed build's paid images first: gc then judges them like any
         cutoff = time.time() - older_than_days * 86400
         removed = freed = 0
         objects = self.root / "objects"
@@ -182,9 +285,9 @@ class LocalCache:
             for entry in shard.iterdir():
                 if self.get_run(shard.name + entry.stem) is None:
                     entry.unlink()
-        # Staging folders a killed build left behind; a day old, so never a running build's.
-        tmp = self.root / "tmp"
-        for stage in tmp.iterdir() if tmp.is_dir() else ():
-            if stage.stat().st_mtime < time.time() - 86400:
-                shutil.rmtree(stage, ignore_errors=True)
+        if fcntl is None:  # unlocked staging folders: a day old is never a running build's
+            tmp = self.root / "tmp"
+            for stage in tmp.glob("stage-*"):
+                if stage.stat().st_mtime < time.time() - 86400:
+                    shutil.rmtree(stage, ignore_errors=True)
         return removed, freed

@@ -131,6 +131,7 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from .cache import LocalCache
+    from .errors import StateFileError
     from .lockfile import Lock
 
     cache = LocalCache()
@@ -139,8 +140,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
         for lock_path in root.glob("*.lock") if root.is_dir() else ():
             try:
                 lock = Lock.load(lock_path, root / ".imgbuild")
-            except Exception:  # noqa: BLE001 - a foreign or broken file: it needs nothing
-                continue
+            except Exception as exc:  # noqa: BLE001 - a foreign file (poetry.lock) needs nothing
+                if not lock_path.with_suffix(".toml").exists():
+                    continue
+                # A project's own lock that cannot be read (a merge conflict): what it needs is
+                # unknown, so nothing may go.
+                raise StateFileError(f"gc removed nothing: {lock_path} cannot be read ({exc}); fix it, or "
+                                     "delete it if that project is gone") from None
             for entry in lock.targets.values():
                 keep.update(o.get("sha256", "") for o in entry.get("outputs", []))
     removed, freed = cache.gc(keep, args.older_than)

@@ -5,6 +5,7 @@
     │   └── MissingKey                the provider's key variable is not set
     ├── ManifestError                 exit 2: every problem of images.toml, each with its place
     ├── StateFileError                exit 2: a lock/state file we cannot read (e.g. newer format)
+    ├── UnsafePath                    exit 2: a write or read would leave the project or the cache
     ├── ProjectBusy                   another build holds the project's run lock
     ├── BudgetExceeded                the estimate or the spend would pass --max-cost
     ├── BuildFailed                   one or more targets failed (details already reported)
@@ -66,6 +67,13 @@ class ManifestError(ImgbuildError):
 
 
 class StateFileError(ImgbuildError):
+    exit_code = 2
+
+
+class UnsafePath(ImgbuildError):
+    """A folder on the way to a file leads out of the project or the cache (a symlink, or one
+    swapped in during the build): nothing is written or read through it."""
+
     exit_code = 2
 
 

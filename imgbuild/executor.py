@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import safekeep
 from .cache import OutputInfo, RunRecord
-from .errors import BudgetExceeded, ProviderError
+from .errors import BudgetExceeded, ImgbuildError, ProviderError
 from .fsutil import atomic_copy
 from .plan import Action, Decision, State
 from .pricing import ceiling_usd
@@ -54,11 +55,13 @@ class Summary:
     interrupted: bool = False
     not_started: int = 0  # of the skipped: left undone by a stop or the budget (the build is short)
     failures: list[str] = field(default_factory=list)
+    uncached: int = 0  # paid images the cache could not take (they went to outputs or a rescue folder)
 
     @property
     def complete(self) -> bool:
-        """Every selected target is done, or deliberately left alone (modified, pinned)."""
-        return not (self.failed or self.not_started or self.interrupted)
+        """Every selected target is done, or deliberately left alone (modified, pinned), and every
+        paid image is in the cache."""
+        return not (self.failed or self.not_started or self.interrupted or self.uncached)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,7 +69,7 @@ class Summary:
             "skipped": self.skipped, "up_to_date": self.up_to_date, "requests": self.requests,
             "retries": self.retries, "cost_usd": round(self.cost_usd, 6),
             "estimate_usd": round(self.estimate_usd, 6), "interrupted": self.interrupted,
-            "not_started": self.not_started,
+            "not_started": self.not_started, "uncached": self.uncached,
         }
 
 
@@ -135,6 +138,8 @@ class Executor:
         self._overrun = 1.0  # the worst actual/ceiling ratio seen: later requests reserve that much more
         self.jobs = max(1, options.jobs or project.settings.concurrency)
         self.lock_writer = LockWriter(project)
+        self._uncached: list[str] = []  # targets whose paid images the cache could not take
+        self._cache_error: OSError | None = None
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -196,14 +201,31 @@ class Executor:
                         self._requests.discard(task)
                         complete(name, self._outcome(name, task))
         finally:
+            self._say_uncached()
             await self.lock_writer.flush()
-            await asyncio.to_thread(self.project.stats.save)
+            try:
+                await asyncio.to_thread(self.project.stats.save)
+            except OSError as exc:  # the lock and outputs are saved: the stat cache is a speed-up
+                raise ImgbuildError(f"{self.project.stats.path.relative_to(self.project.root)}: cannot be saved "
+                                    f"({exc.strerror or exc}); the images and the lock are: free space or "
+                                    "make the folder writable") from exc
             if self._provider is not None:
                 await self._provider.aclose()
             if handled:
                 loop.remove_signal_handler(signal.SIGINT)
             provider_log.removeHandler(notices)
         return self.summary
+
+    def _say_uncached(self) -> None:
+        if not self._uncached:
+            return
+        exc = self._cache_error
+        why = (exc.strerror or str(exc)) if exc is not None else "unknown"
+        self.reporter.line(
+            f"error: the cache cannot take paid images ({why}: {self.project.cache.root}); "
+            f"{self.summary.uncached} went to their outputs "
+            f"only ({', '.join(self._uncached)}), recorded in the lock: keep them (imgbuild clean caches "
+            "them first), and make the cache writable or free space", error=True)
 
     def _outcome(self, name: str, task: asyncio.Task[bool]) -> bool:
         self._in_flight_usd -= self._estimates.pop(task, 0.0)
@@ -327,9 +349,10 @@ class Executor:
 
     # -- restore -------------------------------------------------------------------------------
 
-    def _restore(self, decision: Decision) -> None:
-        """Copy a run's outputs from the cache; record them in the lock under the decision's spec
-        (a pinned target's missing outputs, restored with no spec, leave its lock entry alone)."""
+    def _restore(self, decision: Decision, staged: dict[str, Path] | None = None) -> None:
+        """Copy a run's outputs from the cache (or from ``staged`` files the cache could not take);
+        record them in the lock under the decision's spec (a pinned target's missing outputs,
+        restored with no spec, leave its lock entry alone)."""
         assert decision.run is not None
         target = self.project.targets[decision.name]
         if decision.sources:
@@ -337,7 +360,13 @@ class Executor:
         outputs = []
         for rel, info in zip(target.outputs, decision.run.outputs):
             if self.project.stats.digest(rel) != info.sha256:
-                atomic_copy(self.project.cache.object_path(info.sha256), self.project.root / rel)
+                source = (staged or {}).get(info.sha256) or self.project.cache.object_path(info.sha256)
+                try:
+                    atomic_copy(source, self.project.root / rel)
+                except OSError as exc:
+                    hint = "" if source != self.project.cache.object_path(info.sha256) else (
+                        "; its image is in the cache: the next build restores it")
+                    raise ImgbuildError(f"{rel}: cannot be written ({exc.strerror or exc}){hint}") from exc
                 self.project.stats.record(rel, info.sha256)
             self.project.cache.touch(info.sha256)
             outputs.append((rel, info))
@@ -357,7 +386,7 @@ class Executor:
                     if self.project.cache.put_file(copy).sha256 != sha:
                         raise ValueError(f"{rel} changed while it was being restored from; build again")
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            self.project.cache.discard_staging(staging)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -366,13 +395,22 @@ class Executor:
             self._provider = self._open_provider()
         return self._provider
 
-    def _keep_paid_for(self, name: str, staging: Path) -> None:
+    def _keep_paid_for(self, name: str, staging: Path) -> bool:
         """Images a failed target did receive (e.g. 2 of aimlapi's 3 requests of one) go into the
-        cache: they were paid for. ``gc`` prunes them once nothing needs them."""
-        kept = [self.project.cache.put_file(f) for f in sorted(staging.iterdir()) if f.is_file()]
+        cache: they were paid for. ``gc`` prunes them once nothing needs them. Returns False when
+        some could go nowhere: the staging folder must then stay for the next build."""
+        kept, staged, _ = safekeep.store(self.project.cache, sorted(f for f in staging.iterdir() if f.is_file()))
+        if staged:
+            folder = safekeep.rescue(self.project.state_dir, name, staged.values())
+            self.reporter.warn(f"{name}: {len(staged)} paid image(s) that are not its outputs could not go into the "
+                               f"cache; kept in {folder.relative_to(self.project.root) if folder else staging}")
+            if folder is None:
+                return False
+            kept = [k for k in kept if k.sha256 not in staged]
         if kept:
             self.reporter.warn(f"{name}: kept {len(kept)} image(s) that came back paid for but are not its "
                                f"outputs in the cache ({', '.join(k.sha256[:12] for k in kept)})")
+        return True
 
     def _make_request(self, decision: Decision) -> ImageRequest:
         target = self.project.targets[decision.name]
@@ -400,9 +438,13 @@ class Executor:
     async def _call(self, provider: Provider, request: ImageRequest, decision: Decision) -> bool:
         name = decision.name
         cache = self.project.cache
-        staging = cache.staging_dir()
+        assert decision.spec is not None
+        staging = await asyncio.to_thread(safekeep.staging_for, cache, request, self.project.state_dir / "tmp")
+        keep_staging = False
         started = time.monotonic()
         try:
+            # Sent as copied and hashed here: a save of an input mid-upload changes neither.
+            request = await asyncio.to_thread(safekeep.snapshot_inputs, request, decision.spec, staging)
             try:
                 result = await provider.generate(request, staging)
             except ProviderError as exc:
@@ -410,36 +452,61 @@ class Executor:
                 self.summary.retries += exc.retries
                 self._spent(name, exc.cost_usd or 0.0)  # paid for all the same
                 self._request_failed(name, exc)
-                await asyncio.to_thread(self._keep_paid_for, name, staging)
+                keep_staging = not await asyncio.to_thread(self._keep_paid_for, name, staging)
                 return False
             self.summary.requests += result.requests
             self.summary.retries += result.retries
-            # Paid for: into the cache before anything else can go wrong.
-            infos = [await asyncio.to_thread(cache.put_file, f) for f in result.files]
             cost = result.cost_usd if result.cost_usd is not None else (
                 None if self.planner.free else decision.estimate_usd)
             if cost:
-                self._spent(name, cost)
+                self._spent(name, cost)  # paid, whatever becomes of the images
+            # Paid for: into the cache before anything else can go wrong (or, if it cannot take
+            # them, kept where they are until they reach the outputs or the rescue folder).
+            infos, staged, cache_error = await asyncio.to_thread(safekeep.store, cache, result.files)
             record = RunRecord(infos, self.project.settings.preset, cost, utc_now())
             target = self.project.targets[name]
             if len(infos) != len(target.outputs):
+                keep_staging = bool(staged) and not await asyncio.to_thread(self._rescue, name, staged)
                 self._fail(name, f"asked for {len(target.outputs)} image(s), the API returned {len(infos)} "
                                  "(kept in the cache)")
                 return False
-            assert decision.spec is not None
-            await asyncio.to_thread(cache.put_run, decision.spec.digest, record)
+            if not staged:
+                await asyncio.to_thread(cache.put_run, decision.spec.digest, record)
             for warning in result.warnings:
                 self.reporter.warn(f"{name}: {warning}")
             restored = Decision(name, decision.state, Action.RESTORE, decision.reasons, decision.spec, record)
-            await asyncio.to_thread(self._restore, restored)
-            await asyncio.to_thread(self._keep_paid_for, name, staging)  # e.g. a failed try's good images
+            try:
+                await asyncio.to_thread(self._restore, restored, staged)
+            except Exception:
+                if not staged:
+                    raise  # the cache has them: the next build restores them for free
+                keep_staging = not await asyncio.to_thread(self._rescue, name, staged)
+                raise
+            for f in staged.values():  # in the outputs now: not images left over for _keep_paid_for
+                f.unlink()
+            keep_staging = not await asyncio.to_thread(self._keep_paid_for, name, staging)
+            if staged:
+                self._uncached.append(name)
+                self.summary.uncached += len(staged)
+                self._cache_error = self._cache_error or cache_error
+                if not self.options.keep_going:
+                    self.stopping = True  # buy nothing more that the cache cannot keep
             self.summary.built += 1
             self.reporter.event("built", name, decision.reason, state=str(decision.state),
                                 seconds=round(time.monotonic() - started, 2), cost_usd=cost)
             self._finished(decision)
             return True
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            cache.discard_staging(staging, keep=keep_staging)
+
+    def _rescue(self, name: str, staged: dict[str, Path]) -> bool:
+        """Paid images that reached neither the cache nor the outputs: into the rescue folder."""
+        folder = safekeep.rescue(self.project.state_dir, name, staged.values())
+        where = folder.relative_to(self.project.root) if folder else next(iter(staged.values())).parent
+        self.summary.uncached += len(staged)
+        self.reporter.line(f"error: {name}: {len(staged)} paid image(s) could go neither into the cache nor to "
+                           f"the outputs; kept in {where}", error=True)
+        return folder is not None
 
 
 class _Notices(logging.Handler):

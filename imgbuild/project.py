@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import LocalCache
-from .errors import ManifestError, ProjectBusy, UsageError
+from .errors import ImgbuildError, ManifestError, ProjectBusy, StateFileError, UnsafePath, UsageError
 from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry, utc_now
+from .fsutil import allow_writes_under, atomic_write, is_inside, remove, remove_leftovers
 from .graph import closure, dependencies, producers_of, topological_order
 from .lockfile import Lock
 from .plan import Action, Decision, Planner, estimate_of
@@ -58,6 +59,7 @@ class Project:
         self.deps = dependencies(self.targets, self.producers)
         self.order = topological_order(self.deps)
         self.state_dir = root / STATE_DIR
+        allow_writes_under(root)
         self.lock = Lock.load(manifest_path.with_suffix(".lock"), self.state_dir)
         self.stats = StatCache(root, self.state_dir / "stat.json")
         self._resolved_key = ""
@@ -81,6 +83,7 @@ class Project:
         manifest_path = Path(root).absolute() / manifest
         root_path = manifest_path.parent
         data = read_manifest(manifest_path)
+        check_state_dir(root_path)
         overrides = Overrides.from_env(provider, base_url)
         key = resolvecache.key_of(data, overrides)
         resolved = resolvecache.load(root_path / STATE_DIR, key, root_path)
@@ -188,7 +191,9 @@ class Project:
             recorded = recorded_outputs(self.lock, [*plan.order, *gone])  # before the build rewrites them
             for name in gone:
                 self.lock.remove(name)
-            self.cache.register_project(self.root)
+            with contextlib.suppress(OSError):  # a full or read-only cache: the build says so if it matters
+                self.cache.register_project(self.root)
+            await asyncio.to_thread(self._take_leftovers)
             self._save_copies()
             executor = Executor(self, plan.planner, plan.order, reporter, options,
                                 lambda: provider or self._open_provider(jobs))
@@ -197,8 +202,17 @@ class Project:
                 await asyncio.to_thread(remove_dead, self, recorded, reporter)
             return summary
 
+    def _take_leftovers(self) -> None:
+        """What a killed build left: its paid images (into the cache) and its temp files. Run
+        under the run lock, so no build of this project is writing."""
+        self.cache.adopt_leftovers()
+        self.cache.adopt_leftovers(self.state_dir / "tmp")
+        parts = {out.rpartition("/")[0] for t in self.targets.values() for out in t.outputs}
+        remove_leftovers([self.state_dir, self.lock.path.parent, *(self.root / p for p in sorted(parts))])
+
     def _save_copies(self) -> None:
         """Keep machine-local copies of what this run had to parse, so the next one need not."""
+        remove_leftovers([self.state_dir])  # only a dead writer's (by pid): safe without the run lock
         if self.resolved.manifest is not None:
             from . import resolvecache
 
@@ -216,9 +230,9 @@ class Project:
 
     def _ensure_state_dir(self) -> None:
         if not self.state_dir.is_dir():
-            self.state_dir.mkdir()
+            check_state_dir(self.root)  # not made a link out since the project was loaded
             # Machine-local state is never committed, even where the project forgot to ignore it.
-            (self.state_dir / ".gitignore").write_text("*\n")
+            atomic_write(self.state_dir / ".gitignore", b"*\n", durable=False)
 
     def _file_lock(self):  # type: ignore[no-untyped-def]
         from filelock import FileLock
@@ -238,6 +252,9 @@ class Project:
         except Timeout:
             reporter.warn("another imgbuild build of this project is running; waiting for it to finish")
             return False
+        except OSError as exc:  # a read-only or full .imgbuild/: say so before anything is paid
+            raise ImgbuildError(f"{STATE_DIR}/run.lock: cannot be taken ({exc.strerror or exc}); imgbuild keeps "
+                                f"its machine-local state in {STATE_DIR}/: make it writable") from None
 
     @staticmethod
     def _busy(lock) -> ProjectBusy:  # type: ignore[no-untyped-def]
@@ -310,7 +327,7 @@ class Project:
                         continue
                     if not self.cache.has(digest):
                         self._cache_copy(rel)
-                    (self.root / rel).unlink()
+                    remove(self.root / rel)
                     self.stats.forget(rel)
                     removed.append(rel)
             self.stats.save()
@@ -323,7 +340,7 @@ class Project:
             shutil.copyfile(self.root / rel, copy)  # the cache takes the copy; the file stays
             self.cache.put_file(copy)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            self.cache.discard_staging(staging)
 
     def accept(self, names: Sequence[str]) -> list[str]:
         """Record the outputs now on disk as the named targets' outputs for their current spec.
@@ -361,7 +378,7 @@ class Project:
                 self.stats.record(rel, info.sha256)
                 outputs.append((rel, info))
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            self.cache.discard_staging(staging)
         # Into the lock and the objects, not the run cache: a person's touch-up is this project's
         # answer to the spec, not what the API returned for it anywhere else.
         self.lock.set(name, lock_entry(decision, outputs, "accepted", None, utc_now()))
@@ -375,6 +392,19 @@ def _ignored_base_url(data: bytes, name: str, overrides: Overrides, flag: str | 
         return None
     provider = parse_manifest(data, name).get("provider")
     return "[provider] base_url" if isinstance(provider, dict) and provider.get("base_url") else None
+
+
+def check_state_dir(root: Path) -> None:
+    """``.imgbuild`` must be a folder inside the project: state is never written or read elsewhere."""
+    path = root / STATE_DIR
+    if os.path.islink(path):
+        real, inside = os.path.realpath(path), os.path.realpath(root)
+        if not is_inside(real, inside) or real == inside:
+            raise UnsafePath(f"{STATE_DIR}: a symlink to {real}, outside the project; imgbuild keeps its "
+                             f"machine-local state inside the project: remove the link (rm {path})")
+    if path.exists() and not path.is_dir():
+        raise StateFileError(f"{STATE_DIR}: a file, where imgbuild keeps its machine-local state in a folder; "
+                             "move it away or delete it")
 
 
 def load_project(root: str | os.PathLike[str] = ".", manifest: str = "images.toml", **kw: object) -> Project:

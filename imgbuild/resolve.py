@@ -273,10 +273,23 @@ class _Paths:
                 return None
         return rel
 
+    @staticmethod
+    def reserved(rel: str, lock_name: str) -> str | None:
+        """Why ``rel`` may not be an output (it is git's or imgbuild's own), or None. Compared
+        case-blind: on macOS and Windows `.GIT` is `.git`."""
+        parts = [p.casefold() for p in rel.split("/")]
+        for own in (".git", ".imgbuild"):
+            if own in parts:
+                return f"{rel} is inside {own}/, which belongs to {'git' if own == '.git' else 'imgbuild'}; choose another path"
+        if rel.casefold() == lock_name.casefold():
+            return f"{rel} is the lock file; choose another path"
+        return None
+
 
 class _TargetResolver:
     def __init__(self, model: ManifestFile, root: Path, caps: Capabilities, problems: list[Problem],
-                 var_names: set[str] | None = None) -> None:
+                 var_names: set[str] | None = None, lock_name: str = "images.lock") -> None:
+        self.lock_name = lock_name
         self.model = model
         # A var whose value is not a string is reported by the shape pass: its users say nothing.
         untyped = (var_names or set()) - set(model.vars)
@@ -291,6 +304,9 @@ class _TargetResolver:
         out_dir = self.paths.confine(model.out_dir)
         if out_dir is None:
             problems.append(Problem("out_dir", f"{model.out_dir} is outside the project folder"))
+        elif self.paths.reserved(f"{out_dir}/x.png", lock_name):
+            problems.append(Problem("out_dir", f"{out_dir} is inside .git/ or .imgbuild/; choose another folder"))
+            out_dir = None
         self.out_dir = out_dir or "build/images"
 
     def problem(self, where: str, message: str) -> None:
@@ -315,7 +331,10 @@ class _TargetResolver:
         output = table.output
         if output is not None:
             output = self.path(f"{at}.output", output)
-            if output is not None and os.path.isdir(self.root / output):
+            why = self.paths.reserved(output, self.lock_name) if output is not None else None
+            if why:
+                self.problem(f"{at}.output", why)
+            elif output is not None and os.path.isdir(self.root / output):
                 self.problem(f"{at}.output", f"{output} is a folder")
         else:
             output = f"{self.out_dir}/{name}{FORMAT_EXTENSION.get(fmt, '.png')}"
@@ -556,7 +575,8 @@ def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Over
     if model is None:
         model = ManifestFile.model_validate({})
     settings, preset = resolve_settings(model.provider, overrides, problems)
-    resolver = _TargetResolver(model, root, preset.capabilities, problems, var_names(raw.get("vars", {})))
+    resolver = _TargetResolver(model, root, preset.capabilities, problems, var_names(raw.get("vars", {})),
+                               lock_name=Path(manifest_name).with_suffix(".lock").name)
     targets: dict[str, Target] = {}
     for name, table in tables.items():
         target = resolver.resolve(name, table, dropped.get(name, set()))

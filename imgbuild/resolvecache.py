@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .fsutil import atomic_write
+from .fsutil import atomic_write, is_inside
 from .providers import PRESETS
 from .providers.base import ProviderSettings
 from .resolve import Overrides, Resolved, Target
@@ -61,10 +62,28 @@ def load(state_dir: Path, key: str, root: Path) -> Resolved | None:
             if _signature(os.path.join(root, rel)) != sig:
                 return None
         targets = {t["name"]: _target(t) for t in data["targets"]}
+        if not _folders_inside(root, targets.values()):
+            return None  # the full checks say which path leads out
         settings = ProviderSettings(**data["settings"])
         return Resolved(None, targets, settings, PRESETS[settings.preset])
     except (KeyError, TypeError, ValueError):
         return None  # a copy from another version of the code: start over
+
+
+def _folders_inside(root: Path, targets: Iterable[Target]) -> bool:
+    """Every folder an output or input is in still lies inside the project. One realpath per
+    folder, not per file: a folder swapped for a symlink since the copy was made is caught."""
+    real_root = os.path.realpath(root)
+    folders: set[str] = set()
+    for t in targets:  # plain loops and rpartition: 10,000 targets in a few milliseconds
+        for p in t.outputs:
+            folders.add(p.rpartition("/")[0])
+        for p in t.images:
+            folders.add(p.rpartition("/")[0])
+        for p in (t.mask, t.prompt_file):
+            if p:
+                folders.add(p.rpartition("/")[0])
+    return all(is_inside(os.path.realpath(os.path.join(root, f)), real_root) for f in folders)
 
 
 def _target(t: dict[str, Any]) -> Target:

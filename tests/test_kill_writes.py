@@ -1,0 +1,100 @@
+"""SIGKILL while writes are in flight: a build of many quick targets is mostly writes (renders into
+staging, cache objects, run records, outputs, lock rewrites, state files), so kills at varied
+delays land in the middle of them. After every kill the lock parses and tells the truth; after
+the next build nothing is left over and nothing finished is made again."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+from conftest import Project
+
+TARGETS = 24
+BUDGET_S = 18.0  # the kill loop's share of the suite's time
+
+
+def write_manifest(project: Project, round_no: int) -> None:
+    body = ['[provider]\nname = "placeholder"\nconcurrency = 4\n']
+    for i in range(TARGETS):
+        body.append(f'[images.t{i}]\nprompt = "picture {i}, round {round_no}"\noutput = "out/t{i}.png"\n'
+                    'quality = "low"\n')
+    project.manifest("\n".join(body))
+
+
+def lock_targets(project: Project) -> dict[str, dict]:
+    path = project.root / "images.lock"
+    if not path.exists():
+        return {}
+    return dict(tomllib.loads(path.read_text()).get("targets", {}))  # raises if torn
+
+
+def assert_outputs_are_whole_and_true_to_the_lock(project: Project) -> None:
+    """Each locked output is absent, the bytes the lock records, or (a rebuild killed between
+    writing its output and rewriting the lock: the lock is rewritten after each target completes)
+    an image already in the cache, which the next build adopts for free. Never unknown bytes."""
+    from PIL import Image
+
+    for name, entry in lock_targets(project).items():
+        for out in entry["outputs"]:
+            path = project.root / out["path"]
+            if path.exists():
+                sha = hashlib.sha256(path.read_bytes()).hexdigest()
+                cached = (project.cache / "objects" / sha[:2] / sha[2:]).is_file()
+                assert sha == out["sha256"] or cached, f"{name}: {out['path']} is neither what the lock says nor cached"
+    for path in (project.root / "out").glob("*.png") if (project.root / "out").exists() else ():
+        with Image.open(path) as im:
+            im.load()  # a torn file raises
+
+
+def leftovers(project: Project) -> list[Path]:
+    temp = [p for p in project.root.rglob(".imgbuild-tmp-*")]
+    staged = [p for root in (project.cache / "tmp", project.root / ".imgbuild" / "tmp") if root.exists()
+              for p in root.glob("stage-*")]
+    return temp + staged
+
+
+def test_sigkill_during_writes_never_tears_the_lock_or_an_output_and_the_next_build_cleans_up(
+        project: Project) -> None:
+    rng = random.Random(9)
+    started = time.monotonic()
+    kills = 0
+    caught_mid_write = 0  # kills that left a temp file or a staging folder: writes were in flight
+    round_no = 0
+    while time.monotonic() - started < BUDGET_S or kills < 4:
+        round_no += 1
+        write_manifest(project, round_no)
+        proc = subprocess.Popen([sys.executable, "-m", "imgbuild", "-C", str(project.root), "build", "-q"],
+                                env=project.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            proc.wait(timeout=rng.uniform(0.4, 3.0))
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            kills += 1
+            caught_mid_write += bool(leftovers(project))
+        else:
+            assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+        assert_outputs_are_whole_and_true_to_the_lock(project)
+
+    # Finished under the manifest as it is now: these must not be made again.
+    finished = {name for name, entry in lock_targets(project).items() if f"round {round_no}" in entry["prompt"]}
+    rerun = project.build()
+    assert rerun.code == 0, rerun.err
+    made = {e["target"] for e in rerun.events if e["event"] == "built"}
+    assert made.isdisjoint(finished)
+    assert rerun.requests == len(made) <= TARGETS - len(finished)
+    assert leftovers(project) == []
+    assert_outputs_are_whole_and_true_to_the_lock(project)
+    assert set(lock_targets(project)) == {f"t{i}" for i in range(TARGETS)}
+    assert project.run("check").code == 0
+    assert kills >= 4 and caught_mid_write >= 1, (kills, caught_mid_write)
