@@ -3,6 +3,7 @@ no-op path) for sizes and alpha."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,5 +37,15 @@ def image_info(path: Path) -> ImageInfo:
         with Image.open(path) as im:
             alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
             return ImageInfo(PIL_FORMATS.get(im.format or ""), im.size, alpha)
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses to open it: a few KB that would decode to gigabytes.
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        count = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        raise ImageTooLarge(f"{path.name} declares {count}, more than can be decoded safely "
+                            f"({2 * (Image.MAX_IMAGE_PIXELS or 0):,} at most)") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path.name} is not a readable image: {exc}") from exc
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header declares more pixels than Pillow will decode (a decompression bomb)."""

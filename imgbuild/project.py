@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import LocalCache
-from .errors import ManifestError, ProjectBusy, UsageError
+from .errors import ManifestError, ProjectBusy, StateFileError, UsageError
 from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry, utc_now
 from .graph import closure, dependencies, producers_of, topological_order
 from .lockfile import Lock
@@ -188,6 +188,9 @@ class Project:
 
     def _ensure_state_dir(self) -> None:
         if not self.state_dir.is_dir():
+            if self.state_dir.exists():
+                raise StateFileError(f"{self.state_dir} is a file; imgbuild keeps machine-local state in a "
+                                     f"folder of that name: move the file away")
             self.state_dir.mkdir()
             # Machine-local state is never committed, even where the project forgot to ignore it.
             (self.state_dir / ".gitignore").write_text("*\n")

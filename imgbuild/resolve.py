@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ OWN_FIELDS = frozenset(
 PRESET_KEYS = frozenset(p.api_key_env for p in PRESETS.values() if p.api_key_env)
 _VAR = re.compile(r"\$(\$|\{([^}]*)\})")
 _NAME = re.compile(TARGET_NAME_PATTERN)
+# Deeper values break recursive writers (the lock's TOML); no API field nests like that.
+MAX_EXTRA_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,10 @@ def parse_manifest(data: bytes, name: str) -> dict[str, Any]:
         raise ManifestError(name, [Problem("", f"invalid TOML: {exc}")]) from None
     except UnicodeDecodeError as exc:
         raise ManifestError(name, [Problem("", f"not UTF-8 text: {exc}")]) from None
+    except RecursionError:
+        raise ManifestError(name, [Problem("", "invalid TOML: arrays or tables nested too deeply")]) from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ManifestError(name, [Problem("", f"invalid TOML: {exc}")]) from None
 
 
 def _pydantic_problems(exc: Any, prefix: tuple[Any, ...] = ()) -> list[Problem]:
@@ -142,7 +149,7 @@ def validate_shape(
         problems.append(Problem("images", "must be a table of targets: [images.NAME]"))
         images = {}
     for name, table in images.items():
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):  # not match: `$` also matches before a final newline
             problems.append(Problem(f"images.{name}", f"{name!r} is not a valid target name "
                                     "(letters, digits, '.', '_' and '-', starting with a letter or digit)"))
             continue
@@ -256,7 +263,7 @@ class _TargetResolver:
         self.paths = _Paths(root)
         self.defaults = model.defaults.model_dump(exclude_none=True)
         self.declared: dict[str, Declared] = {}
-        out_dir = self.paths.confine(model.out_dir)
+        out_dir = self.paths.confine(model.out_dir) if self._usable("out_dir", model.out_dir) else ""
         if out_dir is None:
             problems.append(Problem("out_dir", f"{model.out_dir} is outside the project folder"))
         self.out_dir = out_dir or "build/images"
@@ -264,7 +271,16 @@ class _TargetResolver:
     def problem(self, where: str, message: str) -> None:
         self.problems.append(Problem(where, message))
 
+    def _usable(self, where: str, value: str) -> bool:
+        """A path the file system can take at all; else say why (before it is used)."""
+        reason = path_problem(value)
+        if reason:
+            self.problem(where, reason)
+        return reason is None
+
     def path(self, where: str, value: str) -> str | None:
+        if not self._usable(where, value):
+            return None
         rel = self.paths.confine(value)
         if rel is None:
             self.problem(where, f"{value} is outside the project folder (paths are relative to {self.root.name}/)")
@@ -287,6 +303,8 @@ class _TargetResolver:
                 self.problem(f"{at}.output", f"{output} is a folder")
         else:
             output = f"{self.out_dir}/{name}{FORMAT_EXTENSION.get(fmt, '.png')}"
+            if not self._usable(at, output):
+                output = None
 
         params = {k: merged.get(k, v) for k, v in BUILTIN_DEFAULTS.items()}
         params["output_format"] = fmt
@@ -307,7 +325,9 @@ class _TargetResolver:
         for key in sorted(set(extra) & OWN_FIELDS):
             self.problem(f"{at}.extra.{key}", "imgbuild sets this field itself; use the target's own field")
         for key, value in extra.items():
-            if not _plain(value):
+            if _depth(value) > MAX_EXTRA_DEPTH:
+                self.problem(f"{at}.extra.{key}", f"nested more than {MAX_EXTRA_DEPTH} levels deep")
+            elif not _plain(value):
                 self.problem(f"{at}.extra.{key}", "only strings, numbers, booleans, arrays and tables can be "
                                                   "sent; quote a date or time as a string")
 
@@ -391,6 +411,31 @@ class Declared:
     size: str
 
 
+def path_problem(value: str) -> str | None:
+    """Why a path from the manifest cannot name a file (a control character, a part over the
+    255 bytes file systems allow), or None."""
+    bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        return f"{value!r} contains a control character ({bad!r}); file names may not"
+    long = next((p for p in value.replace("\\", "/").split("/") if len(p.encode("utf-8", "replace")) > 255), None)
+    if long is not None:
+        return f"{long[:40]}… is a name of {len(long.encode('utf-8', 'replace'))} bytes; file systems allow 255 bytes"
+    return None
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and tables nest in ``value`` (a scalar is 0), without recursing."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            level += 1
+            deepest = max(deepest, level)
+            if level <= MAX_EXTRA_DEPTH:
+                stack.extend((v, level) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def _plain(value: Any) -> bool:
     """JSON-like: what a request body can carry (TOML dates and times cannot)."""
     if isinstance(value, (str, int, float, bool)):
@@ -453,10 +498,13 @@ def _check_mask(root: Path, name: str, declared: dict[str, Declared], producers:
     if fmt != "png":
         problems.append(Problem(where, f"{rel} is {fmt}; a mask must be a PNG with an alpha channel"))
         return
-    from .images import image_info
+    from .images import ImageTooLarge, image_info
 
     try:
         info = image_info(root / rel)
+    except ImageTooLarge as exc:
+        problems.append(Problem(where, f"{rel}: {exc}"))
+        return
     except ValueError:
         problems.append(Problem(where, f"{rel} is not a readable PNG (truncated or corrupt?)"))
         return
@@ -471,6 +519,8 @@ def _check_mask(root: Path, name: str, declared: dict[str, Declared], producers:
     elif (root / first).exists():
         try:
             wh = image_info(root / first).size
+        except ImageTooLarge as exc:
+            problems.append(Problem(f"images.{name}.images[0]", f"{first}: {exc}"))
         except ValueError:
             problems.append(Problem(f"images.{name}.images[0]", f"{first} is not a readable image (truncated or corrupt?)"))
     if wh and wh != info.size:

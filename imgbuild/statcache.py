@@ -33,7 +33,7 @@ class StatCache:
             if data.get("version") == STAT_VERSION:
                 self.entries = data["entries"]
                 self.saved_ns = int(data["saved_ns"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             pass  # unknown or broken: start over, it is only a cache
 
     def digest(self, rel: str) -> str | None:
@@ -73,5 +73,11 @@ class StatCache:
         if self.dirty:
             self.saved_ns = time.time_ns()
             data = {"version": STAT_VERSION, "saved_ns": self.saved_ns, "entries": self.entries}
-            atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode(), durable=False)
+            try:
+                atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode(), durable=False)
+            except OSError as exc:
+                if exc.filename is not None:
+                    raise
+                # A failed write() names no file: say which one, for the one-line message.
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
             self.dirty = False
