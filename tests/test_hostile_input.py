@@ -5,8 +5,10 @@ exit 2; control characters never reach the terminal raw."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +155,25 @@ def test_control_characters_in_a_missing_targets_name_are_escaped(project: Proje
 GOOD = '[images.a]\nprompt = "x"\n[images.b]\nprompt = "y"'
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A project built once (placeholder): tests copy it rather than build again."""
+    base = tmp_path_factory.mktemp("built")
+    project = Project(base / "proj", base / "cache")
+    project.root.mkdir()
+    project.manifest(GOOD)
+    assert project.run_in_process("build", "--provider", "placeholder").code == 0
+    return project
+
+
+def copy_of(built: Project, tmp_path: Path) -> Project:
+    import shutil
+
+    shutil.copytree(built.root, tmp_path / "proj")
+    shutil.copytree(built.cache, tmp_path / "cache")
+    return Project(tmp_path / "proj", tmp_path / "cache")
+
+
 @pytest.mark.parametrize("entry", [
     "[targets]\na = 5",
     '[targets.a]\noutputs = 5',
@@ -163,22 +184,24 @@ GOOD = '[images.a]\nprompt = "x"\n[images.b]\nprompt = "y"'
     '[targets.a]\n[[targets.a.outputs]]\npath = "a\\u0000.png"\nsha256 = "' + "0" * 64 + '"',
     '[targets.a]\nparams = {size = 1979-05-27}',
     '[targets.a]\ncost_usd = "lots"',
+    '[targets.a]\nrevision = true',
+    '[targets."a\\u001b[2J"]\noutputs = 1',
 ])
-def test_a_lock_entry_of_the_wrong_shape_is_dropped_with_one_warning(project: Project, entry: str) -> None:
-    project.manifest(GOOD)
-    assert project.build("--provider", "placeholder").code == 0
+def test_a_lock_entry_of_the_wrong_shape_is_dropped_with_one_warning(built: Project, tmp_path: Path,
+                                                                      entry: str) -> None:
+    project = copy_of(built, tmp_path)
     locked_b = project.lock()["targets"]["b"]
     text = (project.root / "images.lock").read_text()
     a, b = text.index("\n[targets.a]\n"), text.index("\n[targets.b]\n")
     project.write("images.lock", text[:a] + "\n" + entry + "\n" + text[b:])
 
-    status = project.run("status", "--provider", "placeholder")
+    status = project.run_in_process("status", "--provider", "placeholder")
     line = one_line(status, 0, "warning: images.lock: targets.a", "ignored")
     assert ESC not in line
-    build = project.build("--provider", "placeholder")
-    assert build.code == 0, build.err
+    build = project.run_in_process("build", "--provider", "placeholder", "--json")
+    assert build.code == 0 and build.requests == 0, build.err  # a's output comes back from the cache
     assert project.lock()["targets"]["b"] == locked_b
-    assert project.run("check", "--provider", "placeholder").code == 0
+    assert project.run_in_process("check", "--provider", "placeholder").code == 0
 
 
 def test_a_lock_nested_too_deep_is_one_line(project: Project) -> None:
@@ -307,3 +330,15 @@ def test_a_servers_message_with_control_characters_is_one_escaped_line(start_api
     failed = [line for line in result.err.splitlines() if line.startswith("failed")]
     assert len(failed) == 1 and "\\x1b[2J" in failed[0], result.err
     assert ESC not in result.err and "\r" not in result.err and "\x07" not in result.err
+
+
+# -- the test suite itself ------------------------------------------------------------------------------
+
+def test_the_suite_never_sees_a_real_key(project: Project) -> None:
+    from conftest import key_variables
+
+    names = key_variables() | {"OPENAI_API_KEY", "AIMLAPI_API_KEY", "IMGBUILD_API_KEY"}
+    assert not names & set(os.environ)
+    seen = subprocess.run([sys.executable, "-c", "import json, os; print(json.dumps(sorted(os.environ)))"],
+                          capture_output=True, text=True, env=project.env, check=True).stdout
+    assert not names & set(json.loads(seen))
