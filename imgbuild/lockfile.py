@@ -244,9 +244,7 @@ def entry_problem(entry: Any) -> str | None:
     bad_param = next((k for k, v in entry.get("params", {}).items() if not isinstance(v, _SCALAR)), None)
     if bad_param is not None:
         return f"params.{bad_param} is {_kind(entry['params'][bad_param])}, not a string, number or boolean"
-    if _too_deep(entry.get("extra", {})):
-        return f"extra is nested more than {MAX_DEPTH} levels deep"
-    return None
+    return _value_problem(entry)
 
 
 def _fields_problem(table: dict[str, Any], types: dict[str, type | tuple[type, ...]]) -> str | None:
@@ -263,12 +261,16 @@ def _kind(value: Any) -> str:
             float: "a number"}.get(type(value), f"a {type(value).__name__}")
 
 
-def _too_deep(value: Any) -> bool:
-    stack = [(value, 0)]
+def _value_problem(entry: dict[str, Any]) -> str | None:
+    """Anywhere in the entry: nesting the TOML writer cannot take, or a value JSON cannot (the
+    machine-local copy of the lock is JSON), without recursing."""
+    stack: list[tuple[Any, int]] = [(entry, 0)]
     while stack:
         item, level = stack.pop()
         if isinstance(item, (dict, list)):
             if level > MAX_DEPTH:
-                return True
+                return f"is nested more than {MAX_DEPTH} levels deep"
             stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
-    return False
+        elif not isinstance(item, _SCALAR):
+            return f"holds {_kind(item)}, which imgbuild never writes"
+    return None

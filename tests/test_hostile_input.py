@@ -184,6 +184,8 @@ def copy_of(built: Project, tmp_path: Path) -> Project:
     '[targets.a]\n[[targets.a.outputs]]\npath = "a\\u0000.png"\nsha256 = "' + "0" * 64 + '"',
     '[targets.a]\nparams = {size = 1979-05-27}',
     '[targets.a]\ncost_usd = "lots"',
+    '[targets.a]\nextra = {when = 1979-05-27}',
+    '[targets.a]\nwhen = 1979-05-27',
     '[targets.a]\nrevision = true',
     '[targets."a\\u001b[2J"]\noutputs = 1',
 ])
