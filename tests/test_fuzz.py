@@ -163,7 +163,7 @@ def toml_of(doc: Any) -> bytes:
 
 # -- the properties ------------------------------------------------------------------------------------
 
-@settings(max_examples=200, **FUZZ)
+@settings(max_examples=150, **FUZZ)
 @given(doc=manifest, command=COMMANDS)
 def test_generated_manifests_never_crash_and_write_nothing_on_exit_2(doc: dict[str, Any],
                                                                      command: tuple[str, ...]) -> None:
@@ -198,7 +198,7 @@ def mutated(draw: Any, data: bytes) -> bytes:
     return bytes(out)
 
 
-@settings(max_examples=100, **FUZZ)
+@settings(max_examples=80, **FUZZ)
 @given(data=mutated(GOOD), command=COMMANDS)
 def test_mutated_manifests_never_crash_and_write_nothing_on_exit_2(data: bytes, command: tuple[str, ...]) -> None:
     with fresh_project() as project:
@@ -232,7 +232,7 @@ def reshaped(draw: Any, data: bytes) -> bytes:
         node = node[key]
 
 
-@settings(max_examples=80, **FUZZ)
+@settings(max_examples=60, **FUZZ)
 @given(data=st.data(), command=st.sampled_from([("status",), ("build", "--json"), ("check",)]))
 def test_mutated_locks_never_crash_and_write_nothing_on_exit_2(data: Any, command: tuple[str, ...]) -> None:
     built = built_project()
