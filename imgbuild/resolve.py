@@ -6,6 +6,7 @@ network, no writes.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tomllib
@@ -305,6 +306,9 @@ class _TargetResolver:
             output = f"{self.out_dir}/{name}{FORMAT_EXTENSION.get(fmt, '.png')}"
             if not self._usable(at, output):
                 output = None
+        if output is not None and _loops(self.root / output):
+            self.problem(f"{at}.output" if table.output else at,
+                         f"{output} is a symbolic link that leads back to itself; remove it")
 
         params = {k: merged.get(k, v) for k, v in BUILTIN_DEFAULTS.items()}
         params["output_format"] = fmt
@@ -421,6 +425,15 @@ def path_problem(value: str) -> str | None:
     if long is not None:
         return f"{long[:40]}… is a name of {len(long.encode('utf-8', 'replace'))} bytes; file systems allow 255 bytes"
     return None
+
+
+def _loops(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link that never reaches a file (stat fails with ELOOP)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def _depth(value: Any) -> int:

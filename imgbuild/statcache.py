@@ -30,7 +30,7 @@ class StatCache:
         self._fresh: set[str] = set()
         try:
             data = json.loads(path.read_bytes())
-            if data.get("version") == STAT_VERSION:
+            if data.get("version") == STAT_VERSION and isinstance(data["entries"], dict):
                 self.entries = data["entries"]
                 self.saved_ns = int(data["saved_ns"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
@@ -44,7 +44,7 @@ class StatCache:
         except (FileNotFoundError, NotADirectoryError):
             return None
         entry = self.entries.get(rel)
-        if (entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
+        if (type(entry) is list and len(entry) == 4 and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
                 and entry[2] == st.st_ino
                 and (rel in self._fresh or st.st_mtime_ns < self.saved_ns - RACY_NS)):
             return str(entry[3])

@@ -344,3 +344,21 @@ def test_the_suite_never_sees_a_real_key(project: Project) -> None:
     seen = subprocess.run([sys.executable, "-c", "import json, os; print(json.dumps(sorted(os.environ)))"],
                           capture_output=True, text=True, env=project.env, check=True).stdout
     assert not names & set(json.loads(seen))
+
+
+@pytest.mark.parametrize("stat", ['{"version": 2, "saved_ns": 0, "entries": [1, 2]}',
+                                  '{"version": 2, "saved_ns": 0, "entries": {"build/images/a.png": 7}}',
+                                  '{"version": 2, "saved_ns": "x", "entries": {"build/images/a.png": [1]}}'])
+def test_a_mangled_stat_cache_is_started_over(built: Project, tmp_path: Path, stat: str) -> None:
+    project = copy_of(built, tmp_path)
+    project.write(".imgbuild/stat.json", stat)
+    result = project.run_in_process("status", "--provider", "placeholder")
+    assert result.code == 0 and result.err == "", result.err
+    assert result.out.split() == ["a", "ok", "b", "ok"]
+
+
+def test_an_output_that_is_a_symlink_loop_is_a_located_error(project: Project) -> None:
+    (project.root / "build/images").mkdir(parents=True)
+    (project.root / "build/images/a.png").symlink_to("a.png")
+    line = bad_manifest(project, GOOD, "images.toml: images.a: ", "leads back to itself", command="status")
+    assert "build/images/a.png" in line
