@@ -22,6 +22,17 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+# Twice Pillow's warning limit: past it Pillow refuses to open an image (DecompressionBombError).
+MAX_DECODE_PIXELS = 2 * 89_478_485
+
+
+def png_pixels(head: bytes) -> int | None:
+    """Width times height from a PNG's first 24 bytes (its IHDR), without Pillow; else None."""
+    if len(head) < 24 or not head.startswith(PNG_MAGIC) or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big") * int.from_bytes(head[20:24], "big")
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     format: str | None  # png | jpeg | webp, or None for anything else

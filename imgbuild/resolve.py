@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError, Problem, UsageError
-from .images import sniff_format
+from .images import MAX_DECODE_PIXELS, png_pixels, sniff_format
 from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN, ManifestFile, TargetTable
 from .providers import PRESETS, Preset
 from .providers.base import Capabilities, ProviderSettings
@@ -484,7 +484,7 @@ def _check_image(root: Path, rel: str, where: str, producers: dict[str, str], pr
     path = root / rel
     try:
         with path.open("rb") as f:
-            head = f.read(16)
+            head = f.read(24)
             size = os.fstat(f.fileno()).st_size
     except FileNotFoundError:
         problems.append(Problem(where, f"{rel} does not exist and no target makes it"))
@@ -497,6 +497,10 @@ def _check_image(root: Path, rel: str, where: str, producers: dict[str, str], pr
         problems.append(Problem(where, f"{rel} is not a PNG, JPEG or WEBP image (by its bytes)"))
     elif size > max_bytes:
         problems.append(Problem(where, f"{rel} is {size / 2**20:.1f} MB; the API takes at most {max_bytes // 2**20} MB"))
+    elif (pixels := png_pixels(head) or 0) > MAX_DECODE_PIXELS:
+        problems.append(Problem(where, f"{rel} declares {pixels:,} pixels, more than can be decoded safely "
+                                       f"({MAX_DECODE_PIXELS:,} at most)"))
+        return None
     return fmt
 
 
@@ -533,7 +537,8 @@ def _check_mask(root: Path, name: str, declared: dict[str, Declared], producers:
         try:
             wh = image_info(root / first).size
         except ImageTooLarge as exc:
-            problems.append(Problem(f"images.{name}.images[0]", f"{first}: {exc}"))
+            if not any(p.where == f"images.{name}.images[0]" for p in problems):  # said once
+                problems.append(Problem(f"images.{name}.images[0]", f"{first}: {exc}"))
         except ValueError:
             problems.append(Problem(f"images.{name}.images[0]", f"{first} is not a readable image (truncated or corrupt?)"))
     if wh and wh != info.size:

@@ -137,6 +137,15 @@ def test_a_decompression_bomb_as_the_input_of_a_masked_edit_is_a_located_error(p
                  "images.toml: images.a.images[0]: in.png", "pixels", command=command)
 
 
+@pytest.mark.parametrize("command", ["build", "status"])
+def test_a_decompression_bomb_as_an_input_is_a_located_error(project: Project, command: str) -> None:
+    # Without a mask nothing decoded it before the request: the placeholder failed at build time,
+    # a server would have been sent it.
+    bomb(project.root / "in.png", color_type=2)
+    bad_manifest(project, '[images.a]\nprompt = "x"\nimages = ["in.png"]',
+                 "images.toml: images.a.images[0]: in.png declares 900,000,000 pixels", command=command)
+
+
 @pytest.mark.parametrize("value", ['"\\u001b[2J\\u001b[Hgone"', '"low\\nimages.toml: all is well"',
                                    '"a\\rb\\u0007\\u009b31m"'])
 def test_control_characters_in_a_value_are_escaped_in_the_message(project: Project, value: str) -> None:
