@@ -52,8 +52,10 @@ class Lock:
             return lock
         try:
             parsed = tomllib.loads(data.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-            exc = exc if not isinstance(exc, RecursionError) else "arrays or tables nested too deeply"  # type: ignore[assignment]
+        except RecursionError:
+            raise StateFileError(f"{path.name}: not valid TOML (arrays or tables nested too deeply); delete it "
+                                 "(outputs on disk and in the cache are restored for free)") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError) as exc:  # ValueError: 4,300+ digits
             raise StateFileError(
                 f"{path.name}: not valid TOML ({exc}); resolve the merge conflict, or delete it "
                 "(outputs on disk and in the cache are restored for free)"
