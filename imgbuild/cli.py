@@ -7,8 +7,10 @@ stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -76,6 +78,7 @@ def _confirm(args: argparse.Namespace, project: Project, plan: Plan) -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .errors import one_line
     from .plan import State
     from .ui import decision_rows
 
@@ -90,7 +93,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     elif not args.quiet or args.command == "check":
         # check -q (a pre-commit hook) still names each target that is not ok, and why.
         for row in decision_rows(not_ok if args.quiet else decisions):
-            print(row)
+            print(one_line(row))
     if args.command == "check":
         if not_ok and not args.json:
             print(f"check: {len(not_ok)} of {len(decisions)} target(s) not ok", file=sys.stderr)
@@ -105,7 +108,9 @@ def _say(args: argparse.Namespace, event: dict[str, object], line: str, *, summa
 
         print(json.dumps(event, sort_keys=True))
     elif summary or not args.quiet:
-        print(line)
+        from .errors import one_line
+
+        print(one_line(line))
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -307,20 +312,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag in ("json", "quiet", "verbose"):
         if not hasattr(args, flag):
             setattr(args, flag, False)
-    from .errors import ImgbuildError, ManifestError
+    from .errors import ImgbuildError, ManifestError, one_line
 
+    warnings.showwarning = _show_warning
     try:
         return int(args.func(args))
     except ManifestError as exc:
-        print(str(exc), file=sys.stderr)
+        print(str(exc), file=sys.stderr)  # one line per problem, each already escaped
         return exc.exit_code
     except ImgbuildError as exc:
         if args.verbose:
             import traceback
 
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(one_line(f"error: {exc}"), file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in MACHINE_FAULTS:
+            return _internal_error(exc, args.verbose)
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(one_line(f"error: {_fault(exc)}"), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -333,6 +348,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _internal_error(exc, args.verbose)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """A warning from the library (or one it uses) as one line, not Python's two-line format."""
+    from .errors import one_line
+
+    print(one_line(f"warning: {message}"), file=sys.stderr)
+
+
+# What the machine, not imgbuild, refused: a full disk, a read-only or forbidden folder, an I/O
+# error. A fault to fix there (exit 1), not a bug.
+MACHINE_FAULTS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
+    errno.EMFILE, errno.ENFILE,
+})
+
+
+def _fault(exc: OSError) -> str:
+    """``<folder or file>: <what the system said>``; a temporary file is named by its folder."""
+    from .fsutil import TEMP_PREFIX
+
+    where = str(exc.filename or "")
+    if os.path.basename(where).startswith(TEMP_PREFIX):
+        where = os.path.dirname(where)
+    what = (exc.strerror or str(exc)).lower()
+    advice = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space"}.get(exc.errno or 0,
+                                                                                  "check its permissions")
+    return f"{where}: {what}; {advice} and run again" if where else f"{what}; {advice} and run again"
+
+
 def _internal_error(exc: Exception, verbose: bool) -> int:
     import tempfile
     import traceback
@@ -343,7 +387,9 @@ def _internal_error(exc: Exception, verbose: bool) -> int:
     fd, path = tempfile.mkstemp(prefix="imgbuild-crash-", suffix=".txt")
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    print(f"internal error (a bug in imgbuild): {type(exc).__name__}: {exc}; traceback saved to {path}",
+    from .errors import one_line
+
+    print(one_line(f"internal error (a bug in imgbuild): {type(exc).__name__}: {exc}; traceback saved to {path}"),
           file=sys.stderr)
     return 3
 

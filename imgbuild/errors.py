@@ -26,6 +26,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# Control characters (C0, DEL, C1) and the bidirectional overrides, as Python writes them in a
+# string literal: whatever a manifest, a file name or a server says stays on one line and cannot
+# move the cursor, clear the screen or reorder what the line shows.
+_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029)})
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character escaped (a newline becomes the two characters
+    backslash and n): one printed line, which cannot repaint the terminal."""
+    return text.translate(_ESCAPES)
+
+
 class ImgbuildError(Exception):
     exit_code = 1
 
@@ -54,7 +67,7 @@ class Problem:
 
     def render(self, manifest_name: str) -> str:
         place = f"{manifest_name}: {self.where}" if self.where else manifest_name
-        return f"{place}: {self.message}"
+        return one_line(f"{place}: {self.message}")
 
 
 class ManifestError(ImgbuildError):

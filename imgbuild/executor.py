@@ -107,9 +107,14 @@ class LockWriter:
             self._task = asyncio.create_task(self._write())
 
     async def _write(self) -> None:
-        while self._dirty:
-            self._dirty = False
-            await asyncio.to_thread(self.project.lock.save, json_copy=False)
+        try:
+            while self._dirty:
+                self._dirty = False
+                await asyncio.to_thread(self.project.lock.save, json_copy=False)
+        except OSError:
+            # Not left in the task: the next change starts a new one, and an exception nobody
+            # retrieves is a raw traceback at exit. flush writes again, and raises if it still fails.
+            pass
 
     async def flush(self) -> None:
         if self._task is not None:

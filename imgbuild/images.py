@@ -3,6 +3,7 @@ no-op path) for sizes and alpha."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,17 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+# Twice Pillow's warning limit: past it Pillow refuses to open an image (DecompressionBombError).
+MAX_DECODE_PIXELS = 2 * 89_478_485
+
+
+def png_pixels(head: bytes) -> int | None:
+    """Width times height from a PNG's first 24 bytes (its IHDR), without Pillow; else None."""
+    if len(head) < 24 or not head.startswith(PNG_MAGIC) or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big") * int.from_bytes(head[20:24], "big")
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     format: str | None  # png | jpeg | webp, or None for anything else
@@ -36,5 +48,15 @@ def image_info(path: Path) -> ImageInfo:
         with Image.open(path) as im:
             alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
             return ImageInfo(PIL_FORMATS.get(im.format or ""), im.size, alpha)
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses to open it: a few KB that would decode to gigabytes.
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        count = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        raise ImageTooLarge(f"{path.name} declares {count}, more than can be decoded safely "
+                            f"({2 * (Image.MAX_IMAGE_PIXELS or 0):,} at most)") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path.name} is not a readable image: {exc}") from exc
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header declares more pixels than Pillow will decode (a decompression bomb)."""

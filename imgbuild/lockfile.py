@@ -41,6 +41,8 @@ class Lock:
             data = path.read_bytes()
         except FileNotFoundError:
             return cls(path, state_dir)
+        except IsADirectoryError:
+            raise StateFileError(f"{path.name} is a folder, not imgbuild's lock file; move it away") from None
         digest = hashlib.sha256(data).hexdigest()
         cached = _read_json_copy(state_dir, digest)
         if cached is not None:
@@ -50,7 +52,10 @@ class Lock:
             return lock
         try:
             parsed = tomllib.loads(data.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        except RecursionError:
+            raise StateFileError(f"{path.name}: not valid TOML (arrays or tables nested too deeply); delete it "
+                                 "(outputs on disk and in the cache are restored for free)") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError) as exc:  # ValueError: 4,300+ digits
             raise StateFileError(
                 f"{path.name}: not valid TOML ({exc}); resolve the merge conflict, or delete it "
                 "(outputs on disk and in the cache are restored for free)"
@@ -67,7 +72,7 @@ class Lock:
         targets = parsed.get("targets", {})
         if not isinstance(targets, dict):
             raise StateFileError(f"{path.name}: [targets] is not a table; delete the lock to start over")
-        lock = cls(path, state_dir, targets)
+        lock = cls(path, state_dir, usable_entries(path.name, targets))
         lock._saved_digest = digest
         lock._read = (data, dict(targets))
         return lock
@@ -162,7 +167,7 @@ class Lock:
 def _read_json_copy(state_dir: Path, digest: str) -> dict[str, dict[str, Any]] | None:
     try:
         payload = json.loads((state_dir / "lock.json").read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if payload.get("version") != LOCK_VERSION or payload.get("sha256") != digest:
         return None
@@ -182,3 +187,92 @@ def _sorted(value: Any) -> Any:
 def _toml_key(name: str) -> str:
     """A target name as tomli-w writes it in a table header."""
     return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'
+
+
+# -- the shape of an entry -------------------------------------------------------------------------
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SCALAR = (str, int, float, bool)
+MAX_DEPTH = 32  # as for `extra` in the manifest: deeper values break the recursive TOML writer
+# Fields whose type the readers of an entry rely on (plan, spec, executor, project, watch).
+_ENTRY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "spec": str, "provider": str, "built_at": str, "model": str, "prompt": str, "revision": int,
+    "params": dict, "extra": dict, "inputs": list, "outputs": list, "cost_usd": (int, float),
+}
+_OUTPUT_TYPES: dict[str, type | tuple[type, ...]] = {"path": str, "sha256": str, "bytes": int, "width": int,
+                                                     "height": int}
+_INPUT_TYPES: dict[str, type | tuple[type, ...]] = {"role": str, "path": str, "sha256": str}
+
+
+class LockEntryIgnored(UserWarning):
+    """A lock entry of the wrong shape (a bad merge, a hand edit) was left out."""
+
+
+def usable_entries(lock_name: str, targets: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The entries every reader can use as they are. Another is left out with a warning (the
+    library has no terminal: the CLI prints it as one line): the target is then treated as never
+    built, which is safe (an output on disk neither locked nor cached is ``modified``, never
+    overwritten) and keeps the rest of the lock."""
+    bad = {name: why for name, entry in targets.items() if (why := entry_problem(entry))}
+    if not bad:
+        return targets
+    import warnings
+
+    for name, why in sorted(bad.items()):
+        warnings.warn(f"{lock_name}: targets.{name} {why}; ignored (the next build records it again)",
+                      LockEntryIgnored, stacklevel=2)
+    return {name: entry for name, entry in targets.items() if name not in bad}
+
+
+def entry_problem(entry: Any) -> str | None:
+    """Why a lock entry cannot be used as it is, or None."""
+    if not isinstance(entry, dict):
+        return f"is {_kind(entry)}, not a table"
+    why = _fields_problem(entry, _ENTRY_TYPES)
+    if why:
+        return why
+    for key, types in (("outputs", _OUTPUT_TYPES), ("inputs", _INPUT_TYPES)):
+        for i, item in enumerate(entry.get(key, [])):
+            if not isinstance(item, dict):
+                return f"{key}[{i}] is {_kind(item)}, not a table"
+            why = _fields_problem(item, types)
+            if why:
+                return f"{key}[{i}].{why}"
+            sha, path = item.get("sha256"), item.get("path")
+            if sha is not None and not _SHA256.fullmatch(sha):
+                return f"{key}[{i}].sha256 is not a sha256 digest"
+            if path is not None and "\0" in path:
+                return f"{key}[{i}].path contains a NUL byte"
+    bad_param = next((k for k, v in entry.get("params", {}).items() if not isinstance(v, _SCALAR)), None)
+    if bad_param is not None:
+        return f"params.{bad_param} is {_kind(entry['params'][bad_param])}, not a string, number or boolean"
+    return _value_problem(entry)
+
+
+def _fields_problem(table: dict[str, Any], types: dict[str, type | tuple[type, ...]]) -> str | None:
+    for key, kind in types.items():
+        value = table.get(key)
+        # No field is a boolean, and True is an int to isinstance.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            return f"{key} is {_kind(value)}"
+    return None
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number"}.get(type(value), f"a {type(value).__name__}")
+
+
+def _value_problem(entry: dict[str, Any]) -> str | None:
+    """Anywhere in the entry: nesting the TOML writer cannot take, or a value JSON cannot (the
+    machine-local copy of the lock is JSON), without recursing."""
+    stack: list[tuple[Any, int]] = [(entry, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            if level > MAX_DEPTH:
+                return f"is nested more than {MAX_DEPTH} levels deep"
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+        elif not isinstance(item, _SCALAR):
+            return f"holds {_kind(item)}, which imgbuild never writes"
+    return None

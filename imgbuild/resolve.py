@@ -6,17 +6,19 @@ network, no writes.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError, Problem, UsageError
 from .hints import length_message, place, unknown_field
-from .images import sniff_format
+from .images import MAX_DECODE_PIXELS, png_pixels, sniff_format
 from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN, ManifestFile, TargetTable
 from .providers import PRESETS, Preset, schema
 from .providers.base import Capabilities, ProviderSettings
@@ -37,6 +39,8 @@ GENERIC_KEY_ENV = "IMGBUILD_API_KEY"
 _LOOPBACK_URL = re.compile(r"^https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?(/[^\s@\\?#]*)?$", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(TARGET_NAME_PATTERN)
+# Deeper values break recursive writers (the lock's TOML); no API field nests like that.
+MAX_EXTRA_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,10 @@ def parse_manifest(data: bytes, name: str) -> dict[str, Any]:
         raise ManifestError(name, [Problem("", f"invalid TOML: {exc}")]) from None
     except UnicodeDecodeError as exc:
         raise ManifestError(name, [Problem("", f"not UTF-8 text: {exc}")]) from None
+    except RecursionError:
+        raise ManifestError(name, [Problem("", "invalid TOML: arrays or tables nested too deeply")]) from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ManifestError(name, [Problem("", f"invalid TOML: {exc}")]) from None
 
 
 def _pydantic_problems(exc: Any, prefix: tuple[Any, ...] = ()) -> list[Problem]:
@@ -161,7 +169,7 @@ def validate_shape(
         problems.append(Problem("images", "must be a table of targets: [images.NAME]"))
         images = {}
     for name, table in images.items():
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):  # not match: `$` also matches before a final newline
             problems.append(Problem(f"images.{name}", f"{name!r} is not a valid target name "
                                     "(letters, digits, '.', '_' and '-', starting with a letter or digit)"))
             continue
@@ -301,7 +309,7 @@ class _TargetResolver:
         self.paths = _Paths(root)
         self.defaults = model.defaults.model_dump(exclude_none=True)
         self.declared: dict[str, Declared] = {}
-        out_dir = self.paths.confine(model.out_dir)
+        out_dir = self.paths.confine(model.out_dir) if self._usable("out_dir", model.out_dir) else ""
         if out_dir is None:
             problems.append(Problem("out_dir", f"{model.out_dir} is outside the project folder"))
         elif self.paths.reserved(f"{out_dir}/x.png", lock_name):
@@ -312,7 +320,16 @@ class _TargetResolver:
     def problem(self, where: str, message: str) -> None:
         self.problems.append(Problem(where, message))
 
+    def _usable(self, where: str, value: str) -> bool:
+        """A path the file system can take at all; else say why (before it is used)."""
+        reason = path_problem(value)
+        if reason:
+            self.problem(where, reason)
+        return reason is None
+
     def path(self, where: str, value: str) -> str | None:
+        if not self._usable(where, value):
+            return None
         rel = self.paths.confine(value)
         if rel is None:
             self.problem(where, f"{value} is outside the project folder (paths are relative to {self.root.name}/)")
@@ -338,6 +355,11 @@ class _TargetResolver:
                 self.problem(f"{at}.output", f"{output} is a folder")
         else:
             output = f"{self.out_dir}/{name}{FORMAT_EXTENSION.get(fmt, '.png')}"
+            if not self._usable(at, output):
+                output = None
+        if output is not None and _loops(self.root / output):
+            self.problem(f"{at}.output" if table.output else at,
+                         f"{output} is a symbolic link that leads back to itself; remove it")
 
         params = {k: merged.get(k, v) for k, v in BUILTIN_DEFAULTS.items()}
         params["output_format"] = fmt
@@ -473,9 +495,45 @@ def _extra_problem(key: str, value: Any) -> str | None:
     if key in schema.ANSWER_SHAPE_FIELDS:
         return ("changes the shape of the answer (server-sent events, or images in another form than "
                 "the provider's); imgbuild could not read it, and it would still be paid for: remove it")
+    if _depth(value) > MAX_EXTRA_DEPTH:
+        return f"nested more than {MAX_EXTRA_DEPTH} levels deep"
     if not _plain(value):
         return "only strings, numbers, booleans, arrays and tables can be sent; quote a date or time as a string"
     return None
+
+
+def path_problem(value: str) -> str | None:
+    """Why a path from the manifest cannot name a file (a control character, a part over the
+    255 bytes file systems allow), or None."""
+    bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        return f"{value!r} contains a control character ({bad!r}); file names may not"
+    long = next((p for p in value.replace("\\", "/").split("/") if len(p.encode("utf-8", "replace")) > 255), None)
+    if long is not None:
+        return f"{long[:40]}… is a name of {len(long.encode('utf-8', 'replace'))} bytes; file systems allow 255 bytes"
+    return None
+
+
+def _loops(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link that never reaches a file (stat fails with ELOOP)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and tables nest in ``value`` (a scalar is 0), without recursing."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            level += 1
+            deepest = max(deepest, level)
+            if level <= MAX_EXTRA_DEPTH:
+                stack.extend((v, level) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _plain(value: Any) -> bool:
@@ -513,7 +571,7 @@ def _check_image(root: Path, rel: str, where: str, producers: dict[str, str], pr
     path = root / rel
     try:
         with path.open("rb") as f:
-            head = f.read(16)
+            head = f.read(24)
             size = os.fstat(f.fileno()).st_size
     except FileNotFoundError:
         problems.append(Problem(where, f"{rel} does not exist and no target makes it"))
@@ -526,6 +584,10 @@ def _check_image(root: Path, rel: str, where: str, producers: dict[str, str], pr
         problems.append(Problem(where, f"{rel} is not a PNG, JPEG or WEBP image (by its bytes)"))
     elif size > max_bytes:
         problems.append(Problem(where, f"{rel} is {size / 2**20:.1f} MB; the API takes at most {max_bytes // 2**20} MB"))
+    elif (pixels := png_pixels(head) or 0) > MAX_DECODE_PIXELS:
+        problems.append(Problem(where, f"{rel} declares {pixels:,} pixels, more than can be decoded safely "
+                                       f"({MAX_DECODE_PIXELS:,} at most)"))
+        return None
     return fmt
 
 
@@ -540,10 +602,13 @@ def _check_mask(root: Path, name: str, declared: dict[str, Declared], producers:
     if fmt != "png":
         problems.append(Problem(where, f"{rel} is {fmt}; a mask must be a PNG with an alpha channel"))
         return
-    from .images import image_info
+    from .images import ImageTooLarge, image_info
 
     try:
         info = image_info(root / rel)
+    except ImageTooLarge as exc:
+        problems.append(Problem(where, f"{rel}: {exc}"))
+        return
     except ValueError:
         problems.append(Problem(where, f"{rel} is not a readable PNG (truncated or corrupt?)"))
         return
@@ -558,6 +623,9 @@ def _check_mask(root: Path, name: str, declared: dict[str, Declared], producers:
     elif (root / first).exists():
         try:
             wh = image_info(root / first).size
+        except ImageTooLarge as exc:
+            if not any(p.where == f"images.{name}.images[0]" for p in problems):  # said once
+                problems.append(Problem(f"images.{name}.images[0]", f"{first}: {exc}"))
         except ValueError:
             problems.append(Problem(f"images.{name}.images[0]", f"{first} is not a readable image (truncated or corrupt?)"))
     if wh and wh != info.size:

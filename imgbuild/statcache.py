@@ -30,10 +30,10 @@ class StatCache:
         self._fresh: set[str] = set()
         try:
             data = json.loads(path.read_bytes())
-            if data.get("version") == STAT_VERSION:
+            if data.get("version") == STAT_VERSION and isinstance(data["entries"], dict):
                 self.entries = data["entries"]
                 self.saved_ns = int(data["saved_ns"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             pass  # unknown or broken: start over, it is only a cache
 
     def digest(self, rel: str) -> str | None:
@@ -44,7 +44,7 @@ class StatCache:
         except (FileNotFoundError, NotADirectoryError):
             return None
         entry = self.entries.get(rel)
-        if (entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
+        if (type(entry) is list and len(entry) == 4 and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
                 and entry[2] == st.st_ino
                 and (rel in self._fresh or st.st_mtime_ns < self.saved_ns - RACY_NS)):
             return str(entry[3])
@@ -73,5 +73,11 @@ class StatCache:
         if self.dirty:
             self.saved_ns = time.time_ns()
             data = {"version": STAT_VERSION, "saved_ns": self.saved_ns, "entries": self.entries}
-            atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode(), durable=False)
+            try:
+                atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode(), durable=False)
+            except OSError as exc:
+                if exc.filename is not None:
+                    raise
+                # A failed write() names no file: say which one, for the one-line message.
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
             self.dirty = False

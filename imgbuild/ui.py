@@ -12,6 +12,8 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
 
+from .errors import one_line
+
 if TYPE_CHECKING:
     from .executor import Summary
     from .plan import Decision
@@ -73,7 +75,7 @@ class Reporter:
 
     def _print(self, line: str, *, stream: IO[str] | None = None) -> None:
         with self._lock:
-            print(line, file=stream or self.out, flush=True)
+            print(one_line(line), file=stream or self.out, flush=True)
 
     def event(self, kind: str, name: str, detail: str = "", **fields: Any) -> None:
         if self.quiet and kind not in ("failed",):
@@ -188,7 +190,7 @@ class LiveReporter(Reporter):
     def _print(self, line: str, *, stream: IO[str] | None = None) -> None:
         self._start()
         style = "red" if line.startswith("failed") else "yellow" if line.startswith("warning") else None
-        self.console.print(line, style=style, markup=False, highlight=False)
+        self.console.print(one_line(line), style=style, markup=False, highlight=False)
 
     def event(self, kind: str, name: str, detail: str = "", **fields: Any) -> None:
         self._start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,23 @@ pytest_plugins = ["apiserver"]
 # The suite never sees a real key: every variable a provider could read a key from is dropped
 # before any test runs (a test that needs one sets its own, to the local server's test key).
 for _name in ("OPENAI_API_KEY", "AIMLAPI_API_KEY", "IMGBUILD_API_KEY", "IMGBUILD_API_KEY_ENV"):
+    os.environ.pop(_name, None)
+
+
+def key_variables() -> set[str]:
+    """Every variable a preset reads a key from, and anything else named like a secret (a test's
+    manifest may name GITHUB_TOKEN, as a hostile one would)."""
+    from imgbuild.providers import PRESETS
+
+    named = {p.api_key_env for p in PRESETS.values() if p.api_key_env}
+    named |= {"OPENAI_API_KEY", "AIMLAPI_API_KEY", "IMGBUILD_API_KEY"}
+    secret = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
+    return named | {name for name in os.environ if secret.search(name)}
+
+
+# Before any test runs (conftest is imported before collection): the suite never sees a real key,
+# neither in this process nor in the CLI subprocesses it starts, which inherit this environment.
+for _name in key_variables():
     os.environ.pop(_name, None)
 
 
@@ -80,6 +98,30 @@ class Project:
             capture_output=True, text=True, timeout=timeout, env={**self.env, **(env or {})},
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def run_in_process(self, *args: str) -> Result:
+        """`run`, through the very function the CLI's entry point calls (``imgbuild.cli.main``),
+        in this process: the same exit codes and lines, without a Python start-up per call."""
+        import contextlib
+        import io
+
+        from imgbuild import cli
+
+        out, err = io.StringIO(), io.StringIO()
+        saved = {k: os.environ.get(k) for k in ("IMGBUILD_CACHE_DIR", "IMGBUILD_PROVIDER", "IMGBUILD_BASE_URL")}
+        os.environ["IMGBUILD_CACHE_DIR"] = str(self.cache)
+        os.environ.pop("IMGBUILD_PROVIDER", None)
+        os.environ.pop("IMGBUILD_BASE_URL", None)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = cli.main(["-C", str(self.root), *args])
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        return Result(code, out.getvalue(), err.getvalue())
 
     def build(self, *args: str, **kw: Any) -> Result:
         result = self.run("build", "--json", *args, **kw)

@@ -6,11 +6,13 @@ import re
 
 from .base import Capabilities
 
-_WXH = re.compile(r"^(\d+)x(\d+)$")
+# ASCII digits only (\d takes "１０２４"), at most 5 of them, and the whole string (a `$` would also
+# match before a final newline).
+_WXH = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 
 
 def parse_size(size: str) -> tuple[int, int] | None:
-    m = _WXH.match(size)
+    m = _WXH.fullmatch(size)
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
