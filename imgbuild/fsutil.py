@@ -131,7 +131,11 @@ def _temp_name() -> str:
 def _atomic(path: Path, write: Callable[[BinaryIO], None], durable: bool, mode: int = 0o644) -> None:
     with open_folder(path.parent) as dfd:
         name = _temp_name() if dfd is not None else str(path.parent / _temp_name())
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, mode, dir_fd=dfd)
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, mode, dir_fd=dfd)
+        except OSError as exc:
+            exc.filename = str(path)  # the file meant, not its temporary name relative to a folder
+            raise
         try:
             with os.fdopen(fd, "wb") as f:
                 if hasattr(os, "fchmod"):
