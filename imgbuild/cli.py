@@ -49,10 +49,16 @@ def cmd_build(args: argparse.Namespace) -> int:
             total = check_budget(plan.decisions, None)
             reporter.plan(plan.decisions, total, dry_run=True)
             return 0
+        _collect_garbage_from_now()
         summary = project.build(args.targets, options, reporter, confirm=lambda p: _confirm(args, project, p))
     finally:
         reporter.close()
     reporter.summary(summary)
+    if not args.targets and summary.up_to_date == len(project.order) and summary.complete and not (
+            summary.built or summary.restored or summary.skipped or force is not None):
+        from . import fastpath
+
+        fastpath.record(project, args.provider, args.base_url)
     if summary.interrupted:
         return 130
     return 0 if summary.complete else 1
@@ -84,6 +90,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             line = f"{d.name:<{width}}  {d.state:<8}  {d.reason}".rstrip()
             print(line if width else decision_line(d))
     not_ok = [d for d in decisions if d.state is not State.OK]
+    if not not_ok and not args.targets:
+        from . import fastpath
+
+        fastpath.record(project, args.provider, args.base_url)
     if args.command == "check":
         if not_ok and not args.json:
             print(f"check: {len(not_ok)} of {len(decisions)} target(s) not ok", file=sys.stderr)
@@ -170,6 +180,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from .watch import watch
 
+    _collect_garbage_from_now()
     return watch(args)
 
 
@@ -256,6 +267,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code, leaving the collector as it was (tests call this
+    in-process; the console entry point is :func:`run`)."""
+    import gc
+
+    collecting = gc.isenabled()
+    try:
+        return _command(argv)
+    finally:
+        gc.unfreeze()
+        if collecting:
+            gc.enable()
+
+
+def _command(argv: Sequence[str] | None) -> int:
+    import gc
+
+    # What a run loads (10,000 targets are a million objects) lives until it ends: the collector's
+    # passes over it would be wasted. A build turns it back on for what comes after loading.
+    gc.disable()
+    from . import fastpath
+
+    try:
+        code = fastpath.answer(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code if code is not None else _main(argv)
+
+
+def _collect_garbage_from_now() -> None:
+    """A build or a watch may run for hours and leave garbage in cycles (asyncio, httpx): collect
+    again, but leave what was loaded so far out of every pass (it lives until the end anyway)."""
+    import gc
+
+    gc.freeze()
+    gc.enable()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     import signal
 
     # Ctrl-C works even where SIGINT came inherited as ignored (a background job of a script).
@@ -307,4 +357,26 @@ def _internal_error(exc: Exception, verbose: bool) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    """The console entry point: once what it printed is flushed, the process ends at once, without
+    tearing down what it loaded (a second's work after a large build), and without turning the
+    collector back on over it. Every write that must last (lock, cache, outputs) was made durable
+    before the command returned."""
+    try:
+        code = _command(None)
+    except SystemExit as exc:  # argparse: --help, --version, a usage error
+        if exc.code is not None and not isinstance(exc.code, int):
+            raise
+        code = exc.code or 0
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass  # the reader left (`imgbuild status | head`): nothing more to tell it
+    except OSError:
+        code = code or 120  # as Python's own exit does when it cannot flush
+    threading = sys.modules.get("threading")
+    if threading is not None:  # as the interpreter would: wait for threads that are not daemons
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+    os._exit(code)

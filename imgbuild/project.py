@@ -58,8 +58,9 @@ class Project:
         self.order = topological_order(self.deps)
         self.state_dir = root / STATE_DIR
         self.lock = Lock.load(manifest_path.with_suffix(".lock"), self.state_dir)
-        self.stats = StatCache(root, self.state_dir / "stat.json")
+        self.stats = self._stat_cache()
         self._resolved_key = ""
+        self._resolved_ns = 0
 
     @classmethod
     def load(
@@ -77,6 +78,7 @@ class Project:
         manifest_path = Path(root).absolute() / manifest
         root_path = manifest_path.parent
         data = read_manifest(manifest_path)
+        read_ns = time.time_ns()
         overrides = Overrides.from_env(provider, base_url)
         key = resolvecache.key_of(data, overrides)
         resolved = resolvecache.load(root_path / STATE_DIR, key, root_path)
@@ -85,7 +87,15 @@ class Project:
         cache = LocalCache(Path(cache_dir) if cache_dir else None)
         project = cls(root_path, manifest_path, resolved, cache)
         project._resolved_key = key
+        project._resolved_ns = read_ns
         return project
+
+    def _stat_cache(self) -> StatCache:
+        from .gitcheck import GitVouch
+
+        stats = StatCache(self.root, self.state_dir / "stat.json")
+        stats.vouch = GitVouch(self.root, self.lock.targets)  # a fresh clone's outputs: git's word
+        return stats
 
     # -- selection and planning ----------------------------------------------------------------
 
@@ -155,7 +165,7 @@ class Project:
             # Another build may have done the work while we waited: if the lock moved, decide again.
             if self.lock.changed_on_disk():
                 self.lock = Lock.load(self.lock.path, self.state_dir)
-                self.stats = StatCache(self.root, self.state_dir / "stat.json")
+                self.stats = self._stat_cache()
                 plan = self.plan(names, force=options.force)
             jobs = options.jobs or self.settings.concurrency
             # Opened now when a request is planned: a missing key is one line, before any request.
@@ -175,7 +185,7 @@ class Project:
             from . import resolvecache
 
             self._ensure_state_dir()
-            resolvecache.save(self.state_dir, self._resolved_key, self.resolved, self.root)
+            resolvecache.save(self.state_dir, self._resolved_key, self.resolved, self.root, self._resolved_ns)
             self.resolved.manifest = None
         self.lock.save_json_copy()
         self.stats.save()  # digests of files hashed this run (e.g. settling racy entries)

@@ -20,8 +20,9 @@ from .fsutil import atomic_write
 from .providers import PRESETS
 from .providers.base import ProviderSettings
 from .resolve import Overrides, Resolved, Target
+from .statcache import RACY_NS
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 FILE = "manifest.json"
 _FIELDS = fields(Target)
 
@@ -57,8 +58,11 @@ def load(state_dir: Path, key: str, root: Path) -> Resolved | None:
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or data.get("key") != key:
         return None
     try:
+        # As the stat cache does: a file modified within a timestamp tick of the resolve that read
+        # it may have been rewritten since at the same size and mtime ("racily clean").
+        trusted_before = int(data["read_ns"]) - RACY_NS
         for rel, sig in data["files"]:
-            if _signature(os.path.join(root, rel)) != sig:
+            if _signature(os.path.join(root, rel)) != sig or sig[1] >= trusted_before:
                 return None
         targets = {t["name"]: _target(t) for t in data["targets"]}
         settings = ProviderSettings(**data["settings"])
@@ -73,11 +77,13 @@ def _target(t: dict[str, Any]) -> Target:
     return Target(**t)
 
 
-def save(state_dir: Path, key: str, resolved: Resolved, root: Path) -> None:
+def save(state_dir: Path, key: str, resolved: Resolved, root: Path, read_ns: int) -> None:
+    """``read_ns``: a time before resolving read any file (see :func:`load`)."""
     files = [[rel, _signature(os.path.join(root, rel))] for rel in files_read(resolved)]
     payload = {
         "version": CACHE_VERSION,
         "key": key,
+        "read_ns": read_ns,
         "files": files,
         "settings": {**asdict(resolved.settings), "prices": dict(resolved.settings.prices)},
         "targets": [{f.name: getattr(t, f.name) for f in _FIELDS} for t in resolved.targets.values()],
