@@ -1,20 +1,21 @@
 """The command line: arguments → calls into the library → rendered results and an exit code.
 
-Only argparse is imported at start-up; each command imports what it needs, so `imgbuild --help`
-stays fast.
+Nothing but the no-op fast path (fastpath.py) is imported at start-up; then argparse, and each
+command imports what it needs, so `imgbuild --help` stays fast.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from . import __version__
 
+TYPE_CHECKING = False  # not typing's: importing typing (and argparse) costs the no-op fast path ~8 ms
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
     from .project import Plan, Project
     from .ui import Reporter
 
@@ -187,6 +188,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 # -- the parser ----------------------------------------------------------------------------------
 
 def _positive(text: str) -> int:
+    import argparse
+
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
@@ -194,6 +197,8 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON lines on stdout")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print less")
