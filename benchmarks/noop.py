@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -143,21 +144,33 @@ def launcher(work: Path) -> str:
     return str(script)
 
 
+CPU: dict[str, list[float]] = {}  # command name → CPU seconds (user + system) of each run
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(cmd: list[str], cwd: Path, env: dict[str, str], ok: tuple[int, ...] = (0,)) -> tuple[float, str]:
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
+    CPU.setdefault(" ".join(cmd), []).append(_children_cpu() - cpu0)
     if proc.returncode not in ok:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stdout[-300:]} {proc.stderr[-500:]}")
     return elapsed, proc.stdout
 
 
 def paired(commands: dict[str, list[str]], cwd: Path, env: dict[str, str], runs: int) -> dict[str, list[float]]:
-    """Each command once per round, in turn, `runs` rounds: a drift of the machine's speed hits all."""
+    """Each command once per round, in turn, `runs` rounds: a drift of the machine's speed hits all.
+    Wall seconds; the CPU seconds of the same runs go to CPU[name]."""
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, cmd in commands.items():
             samples[name].append(run(cmd, cwd, env)[0])
+            CPU.setdefault(name, []).append(CPU[" ".join(cmd)].pop())
     return samples
 
 
@@ -206,15 +219,17 @@ def bench_size(n: int, work: Path, exe: str, env: dict[str, str], runs: int, fix
     size_mb = (root / "images.toml").stat().st_size / 1e6
     lock_mb = (root / "images.lock").stat().st_size / 1e6
     print(f"\n{n:,} targets (manifest {size_mb:.1f} MB, lock {lock_mb:.1f} MB), medians of {runs} paired runs:")
+    cpu = {name: statistics.median(CPU[name][-runs:]) for name in commands}
     for name, value in med.items():
         spread = f"{min(samples[name]) * 1000:.1f}–{max(samples[name]) * 1000:.1f}"
-        print(f"  {name:<12} {ms(value):>10}   (runs {spread} ms)")
+        print(f"  {name:<12} wall {ms(value):>10}   cpu {ms(cpu[name]):>10}   (wall runs {spread} ms)")
     for name in ("build", "status"):
         per = (med[name] - fixed_s) / n * 1e6
         ratios = []
         if has_ninja:
             pairs = [a / b for a, b in zip(samples[name], samples["ninja -n"])]
-            ratios.append(f"{med[name] / med['ninja -n']:.2f} × ninja -n (paired median {statistics.median(pairs):.2f})")
+            ratios.append(f"{med[name] / med['ninja -n']:.2f} × ninja -n (paired median {statistics.median(pairs):.2f}; "
+                          f"cpu {cpu[name] / cpu['ninja -n']:.2f} ×)")
         if has_make:
             ratios.append(f"{med[name] / med['make -r -q']:.2f} × make -r -q")
         print(f"  {name}: {per:.2f} µs per target beyond start-up; " + ", ".join(ratios))
@@ -283,8 +298,8 @@ def main() -> None:
 
     start = paired({"--help": [exe, "--help"], "--version": [exe, "--version"]}, work, env, max(args.runs, 15))
     fixed_s = statistics.median(start["--version"])
-    print(f"imgbuild --help: median {ms(statistics.median(start['--help']))} (bar 50 ms); --version (start-up "
-          f"alone) {ms(fixed_s)}")
+    print(f"imgbuild --help: median {ms(statistics.median(start['--help']))} wall, "
+          f"{ms(statistics.median(CPU['--help']))} cpu (bar 50 ms); --version (start-up alone) {ms(fixed_s)}")
     dev = shutil.which("imgbuild", path=str(Path(sys.executable).parent))
     if dev:
         print(f"  (the dev venv's script, {dev}: --help median "
