@@ -150,7 +150,14 @@ def answer(argv: list[str]) -> int | None:
         return None  # no state, or one this code cannot read: the full path decides
     if out is None:
         return None
-    sys.stdout.write(out)
+    try:
+        sys.stdout.write(out)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `imgbuild status | head`: the reader left. As the full path does: quietly, exit code 1.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -50,7 +50,8 @@ class GitVouch:
                 self._pending_bytes += st.st_size
                 if self._pending_bytes < ASK_GIT_AFTER_BYTES:
                     return None
-                self._vouched = vouched_outputs(self.root, _locked_blobs(self.lock_targets.values()))
+                # list(): a snapshot, taken at once, of entries the build may replace meanwhile
+                self._vouched = vouched_outputs(self.root, _locked_blobs(list(self.lock_targets.values())))
             found = self._vouched.get(rel)
         if found is not None and found[0] == _signature(st):
             return found[1]
