@@ -191,7 +191,7 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def bench_size(n: int, work: Path, exe: str, env: dict[str, str], runs: int, fixed_s: float) -> dict[str, float]:
+def bench_size(n: int, work: Path, exe: str, env: dict[str, str], runs: int) -> dict[str, float]:
     root = work / f"p{n}"
     if not (root / "build.ninja").exists():
         shutil.rmtree(root, ignore_errors=True)
@@ -223,8 +223,9 @@ def bench_size(n: int, work: Path, exe: str, env: dict[str, str], runs: int, fix
     for name, value in med.items():
         spread = f"{min(samples[name]) * 1000:.1f}–{max(samples[name]) * 1000:.1f}"
         print(f"  {name:<12} wall {ms(value):>10}   cpu {ms(cpu[name]):>10}   (wall runs {spread} ms)")
+    med.update({f"cpu {name}": value for name, value in cpu.items()})
     for name in ("build", "status"):
-        per = (med[name] - fixed_s) / n * 1e6
+        per = (cpu[name] - statistics.median(CPU["--version"])) / n * 1e6
         ratios = []
         if has_ninja:
             pairs = [a / b for a, b in zip(samples[name], samples["ninja -n"])]
@@ -232,7 +233,7 @@ def bench_size(n: int, work: Path, exe: str, env: dict[str, str], runs: int, fix
                           f"cpu {cpu[name] / cpu['ninja -n']:.2f} ×)")
         if has_make:
             ratios.append(f"{med[name] / med['make -r -q']:.2f} × make -r -q")
-        print(f"  {name}: {per:.2f} µs per target beyond start-up; " + ", ".join(ratios))
+        print(f"  {name}: {per:.2f} µs of cpu per target beyond start-up; " + ", ".join(ratios))
     if not has_ninja:
         print("  (ninja not found: apt-get install ninja-build to compare)")
     if not has_make:
@@ -305,12 +306,16 @@ def main() -> None:
         print(f"  (the dev venv's script, {dev}: --help median "
               f"{ms(statistics.median(paired({'h': [dev, '--help']}, work, env, 9)['h']))})")
 
-    results = {n: bench_size(n, work, exe, env, args.runs, fixed_s) for n in sorted(args.sizes)}
-    if len(results) > 1:
-        for name in ("build", "status"):
-            per = {n: (m[name] - fixed_s) / n for n, m in results.items()}
-            print(f"{name}: cost per target beyond start-up, largest/smallest: "
-                  f"{max(per.values()) / min(per.values()):.2f} × (bar 1.5 ×)")
+    results = {n: bench_size(n, work, exe, env, args.runs) for n in sorted(args.sizes)}
+    sizes = sorted(results)
+    for name in ("build", "status"):
+        # Marginal cost: what each further target costs, between one size and the next (cpu, so
+        # that other load on the machine moves it less).
+        steps = [(results[b][f"cpu {name}"] - results[a][f"cpu {name}"]) / (b - a) for a, b in zip(sizes, sizes[1:])]
+        if steps:
+            print(f"{name}: cpu per further target " + ", ".join(
+                f"{a:,}→{b:,}: {step * 1e6:.2f} µs" for (a, b), step in zip(zip(sizes, sizes[1:]), steps))
+                + f"; largest/smallest {max(steps) / min(steps):.2f} × (bar 1.5 ×)")
     if not args.no_clone:
         bench_clone(args.clone_targets, args.clone_mb, work, exe, env, max(3, args.runs // 2))
 

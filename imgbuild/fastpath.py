@@ -186,8 +186,7 @@ def _check(state: tuple, args: _Args, root: str, manifest_path: str) -> str | No
         st = lstat(prefix + rel)
         if st.st_size != next(expected) or st.st_mtime_ns != next(expected) or st.st_ino != next(expected):
             return None
-    order = names.split("\0") if names else []
-    return _render(args, order, deps, lines)
+    return _render(args, names, deps, lines)
 
 
 def _signature(path: str) -> tuple[int, int, int] | None:
@@ -198,17 +197,19 @@ def _signature(path: str) -> tuple[int, int, int] | None:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def _render(args: _Args, order: list[str], deps: bytes, lines: tuple[str, str, str]) -> str | None:
+def _render(args: _Args, names: str, deps: bytes, lines: tuple[str, str, str]) -> str | None:
     build_line, build_json, status_json = lines
     json_lines = "json" in args.flags
     if args.command == "build":
-        count = len(order)
-        if args.targets:
-            known = set(order)
-            if not all(t in known for t in args.targets):
+        if not args.targets:
+            count = names.count("\0") + 1 if names else 0
+        else:
+            order = names.split("\0") if names else []
+            if not set(args.targets) <= set(order):
                 return None  # the full path says which name is unknown
             count = _closure_size(order, marshal.loads(deps), args.targets)
         return (build_json if json_lines else build_line).replace(str(SENTINEL), str(count)) + "\n"
+    order = names.split("\0") if names else []
     shown = order
     if args.targets:
         wanted = set(args.targets)
