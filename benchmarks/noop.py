@@ -89,7 +89,7 @@ def write_big_outputs(root: Path, graph: list[tuple[str, list[str]]], mb: float)
     (root / "assets").mkdir(exist_ok=True)
     side = int((mb * 1e6 / 3) ** 0.5)
     for out, _ in graph:  # noise does not compress: a PNG of about `mb` MB, like a real image
-        Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(root / out, compress_level=1)
+        Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(root / out, compress_level=0)
 
 
 def lock_outputs(root: Path, cache: Path) -> None:
@@ -112,6 +112,7 @@ def lock_outputs(root: Path, cache: Path) -> None:
                 outputs.append((rel, OutputInfo(sha, (root / rel).stat().st_size, info.size[0], info.size[1],
                                                 info.format, blob)))
             project.lock.set(d.name, lock_entry(d, outputs, "accepted", None, utc_now()))
+        project._ensure_state_dir()  # with its .gitignore, as a build makes it: never committed
         project.lock.save()
 
 
