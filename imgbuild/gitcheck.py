@@ -2,14 +2,16 @@
 hash gigabytes.
 
 A fresh clone has no ``.imgbuild/`` stat cache and every mtime is new: without help, every output
-would be hashed again. But git has just written those files and recorded their stat data in its
-index, and ``git ls-files -m`` lists the ones that changed since (git compares stat data, and the
-bytes where the stat data cannot tell: its own racily-clean rule). The lock records each output's
-git blob id beside its sha256 (``git_blob``, computed from the same bytes when they were stored).
-So an output that git's index holds with that blob id, that git does not list as modified, and
-whose (size, mtime, inode) have not moved while we asked, has the locked bytes: its sha256 is the
-lock's. Anything git cannot vouch for (not tracked, another blob, modified, marked assume-unchanged
-or skip-worktree, no git on PATH, not a work tree) is hashed as before.
+would be hashed again. But git has just written those files from its objects and recorded each
+one's stat data (ctime, mtime, inode, size) in its index. The lock records each output's git blob id
+beside its sha256 (``git_blob``, computed from the same bytes when they were stored). So an output
+that git's index holds with that blob id, whose stat data is still what git recorded, and that was
+not written in the same second as the index (git's own racily-clean rule, at whole seconds) has the
+locked bytes: its sha256 is the lock's. That is the test git itself applies before it calls a
+file unmodified; reading the stat data (``git ls-files --debug``) rather than asking ``git
+ls-files -m`` spares git hashing again, with its slower SHA-1, the racily clean files of a fresh
+checkout. Anything git cannot vouch for (not tracked, another blob, touched since, racily clean,
+marked assume-unchanged or skip-worktree, no git on PATH, not a work tree) is hashed as before.
 
 git is asked at most once a run, and only once hashing would cost more than asking it.
 """
@@ -20,7 +22,7 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,40 +72,67 @@ def _locked_blobs(entries: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, 
 
 
 def vouched_outputs(root: Path, blobs: Mapping[str, tuple[str, str, int]]) -> dict[str, tuple[Signature, str]]:
-    """path → (signature when git was asked, sha256) of the outputs git vouches for."""
+    """path → (signature, sha256) of the outputs git vouches for: its index holds each with the
+    locked blob id and with the stat data the file still has, recorded well before the index was
+    written (else git itself would look at the bytes again: racily clean)."""
     git = shutil.which("git")
     if git is None or not blobs:
         return {}
-    before = {}
-    for rel in blobs:
-        try:
-            before[rel] = _signature(os.lstat(os.path.join(root, rel)))
-        except OSError:
-            continue
-    index = _git(git, root, "ls-files", "-s", "-v", "-z", "--", ".")
-    modified = _git(git, root, "ls-files", "-m", "-z", "--", ".")
-    if index is None or modified is None:
+    index_path = _git(git, root, "rev-parse", "--git-path", "index")
+    if index_path is None:
+        return {}  # not a work tree
+    listing = _git(git, root, "ls-files", "-s", "-v", "--debug", "-z", "--", ".")
+    if listing is None:
         return {}
-    changed = set(modified.split("\0"))
+    try:
+        index_mtime_ns = os.stat(os.path.join(root, index_path.strip())).st_mtime_ns
+    except OSError:
+        return {}
     vouched = {}
-    for record in index.split("\0"):
-        head, _, rel = record.partition("\t")
-        fields = head.split(" ")
+    for rel, fields, debug in _entries(listing):
         # "H" is a plain tracked entry: lowercase tags are assume-unchanged, "S" skip-worktree
         # (git does not look at those files), a stage other than 0 a conflict.
-        if len(fields) != 4 or fields[0] != "H" or fields[1] not in ("100644", "100755") or fields[3] != "0":
-            continue
         locked = blobs.get(rel)
-        sig = before.get(rel)
-        if locked is None or sig is None or rel in changed or fields[2] != locked[0] or sig[0] != locked[2]:
+        if (locked is None or len(fields) != 4 or fields[0] != "H" or fields[1] not in ("100644", "100755")
+                or fields[3] != "0" or fields[2] != locked[0]):
             continue
         try:
-            if _signature(os.lstat(os.path.join(root, rel))) != sig:
-                continue  # moved while git looked: hash it
+            st = os.lstat(os.path.join(root, rel))
         except OSError:
             continue
-        vouched[rel] = (sig, locked[1])
+        recorded = (debug.get("ctime"), debug.get("mtime"), debug.get("ino"), debug.get("size"))
+        now = (_sec_ns(st.st_ctime_ns), _sec_ns(st.st_mtime_ns), str(st.st_ino & 0xFFFFFFFF),
+               str(st.st_size & 0xFFFFFFFF))
+        # Racily clean, as git says when it compares whole seconds: written in the second the index
+        # was, it may have changed within the same tick after git looked.
+        racy = st.st_mtime_ns // 1_000_000_000 >= index_mtime_ns // 1_000_000_000
+        if recorded != now or st.st_size != locked[2] or racy:
+            continue
+        vouched[rel] = (_signature(st), locked[1])
     return vouched
+
+
+def _sec_ns(ns: int) -> str:
+    return f"{ns // 1_000_000_000}:{ns % 1_000_000_000}"
+
+
+def _entries(listing: str) -> Iterator[tuple[str, list[str], dict[str, str]]]:
+    """(path, [tag, mode, blob, stage], stat data) of each entry of `git ls-files -s -v --debug -z`:
+    "H 100644 <blob> 0\t<path>\0" then lines "  ctime: s:ns", "  mtime: s:ns", "  dev: d\tino: i",
+    "  uid: u\tgid: g", "  size: n\tflags: f"."""
+    chunks = listing.split("\0")
+    header = chunks[0]
+    for chunk in chunks[1:]:
+        end = chunk.find("\n", chunk.find("flags:"))
+        if end < 0:
+            return
+        debug = {}
+        for item in chunk[:end].replace("\t", "\n").split("\n"):
+            key, _, value = item.strip().partition(": ")
+            debug[key] = value
+        head, _, rel = header.partition("\t")
+        yield rel, head.split(" "), debug
+        header = chunk[end + 1:]
 
 
 def _git(git: str, root: Path, *args: str) -> str | None:

@@ -1,13 +1,15 @@
 """A fresh clone's `check` takes git's word for the outputs git has verified, and hashes the rest.
 
 Which files imgbuild reads is observed with an audit hook on `open`: a file that is hashed is
-opened; one git vouches for is only stat'ed.
+opened; one git vouches for is only stat'ed (git itself is a separate process).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import time
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,8 +57,10 @@ def _git(cwd: Path, *args: str) -> str:
                           check=True, capture_output=True, text=True).stdout
 
 
-def _clone(make_project: Callable[..., Project]) -> Project:
-    """A built project committed to git, and a fresh clone of it (no .imgbuild/, new mtimes)."""
+def _clone(make_project: Callable[..., Project], *, settled: bool = True) -> Project:
+    """A built project committed to git, and a fresh clone of it (no .imgbuild/, new mtimes).
+    ``settled``: as if the checkout were written a while before git wrote its index (else files
+    written in the same second as the index are racily clean, and git's word is not taken)."""
     origin = make_project("origin")
     origin.manifest(MANIFEST)
     assert origin.build().code == 0
@@ -67,6 +71,12 @@ def _clone(make_project: Callable[..., Project]) -> Project:
     shutil.rmtree(clone.root)
     _git(origin.root.parent, "clone", "-q", str(origin.root), str(clone.root))
     assert not (clone.root / ".imgbuild").exists()
+    if settled:
+        then = time.time_ns() - 10 * 10**9
+        for p in clone.root.rglob("*"):
+            if p.is_file() and ".git" not in p.parts:
+                os.utime(p, ns=(then, then))
+        _git(clone.root, "update-index", "-q", "--really-refresh")  # git reads them, records their stat
     return clone
 
 
@@ -106,11 +116,14 @@ def test_a_fresh_clone_is_checked_without_hashing_its_outputs(make_project, monk
 
 def test_an_output_git_sees_modified_is_hashed(make_project, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     clone = _clone(make_project)
-    with open(clone.root / "assets/castle.png", "r+b") as f:  # one byte changed, the size kept
+    castle = clone.root / "assets/castle.png"
+    st = castle.stat()
+    with open(castle, "r+b") as f:  # one byte changed, the size and then the mtime kept
         f.seek(100)
         byte = f.read(1)
         f.seek(100)
         f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(castle, ns=(st.st_atime_ns, st.st_mtime_ns))
     code, opened = _check_in_process(clone, monkeypatch)
     assert code == 1
     assert opened == ["castle.png"]
@@ -119,11 +132,22 @@ def test_an_output_git_sees_modified_is_hashed(make_project, monkeypatch, capsys
 
 def test_an_output_of_another_blob_in_gits_index_is_hashed(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     clone = _clone(make_project)
-    clone.png("assets/hero.png", color=(9, 9, 9, 255))
+    hero = clone.png("assets/hero.png", color=(9, 9, 9, 255))
+    then = time.time_ns() - 10 * 10**9
+    os.utime(hero, ns=(then, then))  # not racily clean: only the blob id tells
     _git(clone.root, "add", "assets/hero.png")  # staged: git's index now vouches for other bytes
     code, opened = _check_in_process(clone, monkeypatch)
     assert code == 1
     assert opened == ["hero.png"]
+
+
+def test_outputs_written_in_the_same_second_as_gits_index_are_hashed(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    clone = _clone(make_project)
+    st = (clone.root / "assets/hero.png").stat()
+    os.utime(clone.root / ".git" / "index", ns=(st.st_mtime_ns, st.st_mtime_ns))  # racily clean, all of them
+    code, opened = _check_in_process(clone, monkeypatch)
+    assert code == 0
+    assert opened == ["castle.png", "crowned.png", "hero.png"]
 
 
 def test_outside_a_git_work_tree_every_output_is_hashed(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
