@@ -11,9 +11,9 @@ imgbuild with full-path runs. Then it times whole processes, paired and alternat
 build, imgbuild status, ninja -n, make -r -q, again and again) and prints medians and ratios.
 
 imgbuild runs as an installed console script would: a launcher in a venv of its own whose path
-holds this checkout and the current environment's site-packages. (A setuptools editable install
-adds an import hook that costs ~25 ms at every start; the dev venv's script is timed too, for
-reference.)
+holds this checkout (compiled, as pip compiles what it installs) and the current environment's
+site-packages. (A setuptools editable install adds an import hook that costs ~25 ms at every start;
+the dev venv's script is timed too, for reference.)
 
 The fresh-clone part commits a project of N targets with ~2 MB PNG outputs to git, clones it, and
 times `imgbuild check` in the clone (no .imgbuild/, every mtime new), and, for contrast, the same
@@ -142,6 +142,9 @@ def launcher(work: Path) -> str:
                           "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
                           "    sys.exit(run())\n")
         script.chmod(0o755)
+    # pip compiles a package when it installs it; this environment may forbid writing bytecode
+    # (PYTHONDONTWRITEBYTECODE), which would compile imgbuild's modules again at every start.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "imgbuild")], check=True)
     return str(script)
 
 
@@ -289,7 +292,9 @@ def main() -> None:
     work = (args.keep or Path(tempfile.mkdtemp(prefix="imgbuild-noop-"))).absolute()
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "IMGBUILD_CACHE_DIR": str(work / "cache")}
-    for key in ("IMGBUILD_PROVIDER", "IMGBUILD_BASE_URL"):
+    # A user's shell: no provider override, and stdout buffered as usual (PYTHONUNBUFFERED would
+    # make every printed line a write of its own).
+    for key in ("IMGBUILD_PROVIDER", "IMGBUILD_BASE_URL", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"):
         env.pop(key, None)
     exe = launcher(work)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
