@@ -45,6 +45,7 @@ class OutputInfo:
     width: int
     height: int
     format: str | None
+    git_blob: str = ""  # git's object id of these bytes: lets a clone's `check` take git's word for them
 
 
 @dataclass
@@ -88,6 +89,25 @@ def _read_projects(path: Path) -> dict[str, str]:
 def file_sha256(path: Path) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_digests(path: Path) -> tuple[str, str]:
+    """(sha256, git blob id) of a file, read once. The blob id is what `git hash-object` prints:
+    sha1 over "blob <size>\\0" and the bytes."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        sha256 = hashlib.sha256()
+        blob = hashlib.sha1(b"blob %d\0" % size)
+        buffer = bytearray(1024 * 1024)
+        view = memoryview(buffer)
+        read = 0
+        while n := f.readinto(buffer):
+            sha256.update(view[:n])
+            blob.update(view[:n])
+            read += n
+    if read != size:
+        raise OSError(f"{path} changed size while it was read")
+    return sha256.hexdigest(), blob.hexdigest()
 
 
 class LocalCache:
@@ -172,7 +192,7 @@ class LocalCache:
         """Move an image file into the store (hashing it); returns what the lock records of it."""
         from .images import image_info
 
-        sha = file_sha256(path)
+        sha, git_blob = file_digests(path)
         try:
             info = image_info(path)
             width, height, fmt = info.size[0], info.size[1], info.format
@@ -188,7 +208,7 @@ class LocalCache:
                 os.fsync(f.fileno())
             os.chmod(path, 0o444)
             move_into(path, dest)  # a staging folder in the project (the cache was full) is a copy
-        return OutputInfo(sha, size, width, height, fmt)
+        return OutputInfo(sha, size, width, height, fmt, git_blob)
 
     @staticmethod
     def describe(path: Path) -> OutputInfo:

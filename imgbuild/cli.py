@@ -1,22 +1,22 @@
 """The command line: arguments → calls into the library → rendered results and an exit code.
 
-Only argparse is imported at start-up; each command imports what it needs, so `imgbuild --help`
-stays fast.
+Nothing but the no-op fast path (fastpath.py) is imported at start-up; then argparse, and each
+command imports what it needs, so `imgbuild --help` stays fast.
 """
 
 from __future__ import annotations
 
-import argparse
-import errno
+import errno  # built in: free at start-up
 import os
 import sys
-import warnings
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from . import __version__
 
+TYPE_CHECKING = False  # not typing's: importing typing (and argparse) costs the no-op fast path ~8 ms
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
     from .project import Plan, Project
     from .ui import Reporter
 
@@ -59,10 +59,16 @@ def cmd_build(args: argparse.Namespace) -> int:
             total = check_budget(plan.decisions, None)
             reporter.plan(plan.decisions, total, dry_run=True, real=project.manifest_provider_estimate(plan))
             return 0
+        _collect_garbage_from_now()
         summary = project.build(args.targets, options, reporter, confirm=lambda p: _confirm(args, project, p))
     finally:
         reporter.close()
     reporter.summary(summary)
+    if not args.targets and summary.up_to_date == len(project.order) and summary.complete and not (
+            summary.built or summary.restored or summary.skipped or force is not None):
+        from . import fastpath
+
+        fastpath.record(project, args.provider, args.base_url)
     if summary.interrupted:
         return 130
     return 0 if summary.complete else 1
@@ -94,6 +100,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         # check -q (a pre-commit hook) still names each target that is not ok, and why.
         for row in decision_rows(not_ok if args.quiet else decisions):
             print(one_line(row))
+    if not not_ok and not args.targets:
+        from . import fastpath
+
+        fastpath.record(project, args.provider, args.base_url)
     if args.command == "check":
         if not_ok and not args.json:
             print(f"check: {len(not_ok)} of {len(decisions)} target(s) not ok", file=sys.stderr)
@@ -203,12 +213,15 @@ def cmd_completion(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from .watch import watch
 
+    _collect_garbage_from_now()
     return watch(args)
 
 
 # -- the parser ----------------------------------------------------------------------------------
 
 def _positive(text: str) -> int:
+    import argparse
+
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
@@ -216,6 +229,8 @@ def _positive(text: str) -> int:
 
 
 def _usd(text: str) -> float:
+    import argparse
+
     # float() takes "nan", "inf" and "-1": none of them is a ceiling.
     try:
         value = float(text)
@@ -227,6 +242,8 @@ def _usd(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON lines on stdout")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print less")
@@ -303,6 +320,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code, leaving the collector as it was (tests call this
+    in-process; the console entry point is :func:`run`)."""
+    import gc
+
+    collecting = gc.isenabled()
+    try:
+        return _command(argv)
+    finally:
+        gc.unfreeze()
+        if collecting:
+            gc.enable()
+
+
+def _command(argv: Sequence[str] | None) -> int:
+    import gc
+
+    # What a run loads (10,000 targets are a million objects) lives until it ends: the collector's
+    # passes over it would be wasted. A build turns it back on for what comes after loading.
+    gc.disable()
+    from . import fastpath
+
+    try:
+        code = fastpath.answer(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code if code is not None else _main(argv)
+
+
+def _collect_garbage_from_now() -> None:
+    """A build or a watch may run for hours and leave garbage in cycles (asyncio, httpx): collect
+    again, but leave what was loaded so far out of every pass (it lives until the end anyway)."""
+    import gc
+
+    gc.freeze()
+    gc.enable()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     import signal
 
     # Ctrl-C works even where SIGINT came inherited as ignored (a background job of a script).
@@ -312,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag in ("json", "quiet", "verbose"):
         if not hasattr(args, flag):
             setattr(args, flag, False)
+    import warnings
+
     from .errors import ImgbuildError, ManifestError, one_line
 
     warnings.showwarning = _show_warning
@@ -395,4 +453,26 @@ def _internal_error(exc: Exception, verbose: bool) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    """The console entry point: once what it printed is flushed, the process ends at once, without
+    tearing down what it loaded (a second's work after a large build), and without turning the
+    collector back on over it. Every write that must last (lock, cache, outputs) was made durable
+    before the command returned."""
+    try:
+        code = _command(None)
+    except SystemExit as exc:  # argparse: --help, --version, a usage error
+        if exc.code is not None and not isinstance(exc.code, int):
+            raise
+        code = exc.code or 0
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass  # the reader left (`imgbuild status | head`): nothing more to tell it
+    except OSError:
+        code = code or 120  # as Python's own exit does when it cannot flush
+    threading = sys.modules.get("threading")
+    if threading is not None:  # as the interpreter would: wait for threads that are not daemons
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+    os._exit(code)

@@ -85,7 +85,8 @@ def lock_entry(decision: Decision, outputs: list[tuple[str, OutputInfo]], provid
     if cost_usd is not None:
         entry["cost_usd"] = round(cost_usd, 6)
     entry["outputs"] = [
-        {"path": path, "sha256": o.sha256, "bytes": o.bytes, "width": o.width, "height": o.height}
+        {"path": path, "sha256": o.sha256, "bytes": o.bytes, "width": o.width, "height": o.height,
+         **({"git_blob": o.git_blob} if o.git_blob else {})}
         for path, o in outputs
     ]
     return entry

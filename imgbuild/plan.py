@@ -244,7 +244,8 @@ class Planner:
                 if not (inside and self.stats.digest(path) == sha):
                     return None, {}
                 sources[sha] = path
-            outputs.append(OutputInfo(sha, o.get("bytes", 0), o.get("width", 0), o.get("height", 0), None))
+            outputs.append(OutputInfo(sha, o.get("bytes", 0), o.get("width", 0), o.get("height", 0), None,
+                                      o.get("git_blob", "")))
         if not outputs:
             return None, {}
         return RunRecord(outputs, entry.get("provider", ""), entry.get("cost_usd"), entry.get("built_at", "")), sources

@@ -61,9 +61,10 @@ class Project:
         self.state_dir = root / STATE_DIR
         allow_writes_under(root)
         self.lock = Lock.load(manifest_path.with_suffix(".lock"), self.state_dir)
-        self.stats = StatCache(root, self.state_dir / "stat.json")
+        self.stats = self._stat_cache()
         self._resolved_key = ""
         self.warnings: list[str] = []  # what loading found worth a word, e.g. an option it ignores
+        self._resolved_ns = 0
 
     @classmethod
     def load(
@@ -84,6 +85,7 @@ class Project:
         root_path = manifest_path.parent
         data = read_manifest(manifest_path)
         check_state_dir(root_path)
+        read_ns = time.time_ns()
         overrides = Overrides.from_env(provider, base_url)
         key = resolvecache.key_of(data, overrides)
         resolved = resolvecache.load(root_path / STATE_DIR, key, root_path)
@@ -97,6 +99,7 @@ class Project:
             if source:
                 project.warnings.append(f"{source} is ignored: the placeholder provider renders locally and calls "
                                         "no endpoint")
+        project._resolved_ns = read_ns
         return project
 
     def manifest_provider_estimate(self, plan: Plan) -> tuple[str, float] | None:
@@ -113,6 +116,13 @@ class Project:
             return None
         todo = [self.targets[d.name] for d in plan.decisions if d.action in (Action.REQUEST, Action.WAIT)]
         return settings.preset, sum(estimate_of(t, settings.prices) for t in todo)
+
+    def _stat_cache(self) -> StatCache:
+        from .gitcheck import GitVouch
+
+        stats = StatCache(self.root, self.state_dir / "stat.json")
+        stats.vouch = GitVouch(self.root, self.lock.targets)  # a fresh clone's outputs: git's word
+        return stats
 
     # -- selection and planning ----------------------------------------------------------------
 
@@ -182,7 +192,7 @@ class Project:
             # Another build may have done the work while we waited: if the lock moved, decide again.
             if self.lock.changed_on_disk():
                 self.lock = Lock.load(self.lock.path, self.state_dir)
-                self.stats = StatCache(self.root, self.state_dir / "stat.json")
+                self.stats = self._stat_cache()
                 plan = self.plan(names, force=options.force)
             jobs = options.jobs or self.settings.concurrency
             # Opened now when a request is planned: a missing key is one line, before any request.
@@ -217,7 +227,7 @@ class Project:
             from . import resolvecache
 
             self._ensure_state_dir()
-            resolvecache.save(self.state_dir, self._resolved_key, self.resolved, self.root)
+            resolvecache.save(self.state_dir, self._resolved_key, self.resolved, self.root, self._resolved_ns)
             self.resolved.manifest = None
         self.lock.save_json_copy()
         self.stats.save()  # digests of files hashed this run (e.g. settling racy entries)

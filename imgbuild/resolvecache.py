@@ -21,6 +21,7 @@ from .fsutil import atomic_write, is_inside
 from .providers import PRESETS
 from .providers.base import ProviderSettings
 from .resolve import Overrides, Resolved, Target
+from .statcache import RACY_NS
 
 CACHE_VERSION = 2
 FILE = "manifest.json"
@@ -58,8 +59,11 @@ def load(state_dir: Path, key: str, root: Path) -> Resolved | None:
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or data.get("key") != key:
         return None
     try:
+        # As the stat cache does: a file modified within a timestamp tick of the resolve that read
+        # it may have been rewritten since at the same size and mtime ("racily clean").
+        trusted_before = int(data["read_ns"]) - RACY_NS
         for rel, sig in data["files"]:
-            if _signature(os.path.join(root, rel)) != sig:
+            if _signature(os.path.join(root, rel)) != sig or sig[1] >= trusted_before:
                 return None
         targets = {t["name"]: _target(t) for t in data["targets"]}
         if not _folders_inside(root, targets.values()):
@@ -80,9 +84,9 @@ def _folders_inside(root: Path, targets: Iterable[Target]) -> bool:
             folders.add(p.rpartition("/")[0])
         for p in t.images:
             folders.add(p.rpartition("/")[0])
-        for p in (t.mask, t.prompt_file):
-            if p:
-                folders.add(p.rpartition("/")[0])
+        for extra in (t.mask, t.prompt_file):
+            if extra:
+                folders.add(extra.rpartition("/")[0])
     return all(is_inside(os.path.realpath(os.path.join(root, f)), real_root) for f in folders)
 
 
@@ -92,11 +96,13 @@ def _target(t: dict[str, Any]) -> Target:
     return Target(**t)
 
 
-def save(state_dir: Path, key: str, resolved: Resolved, root: Path) -> None:
+def save(state_dir: Path, key: str, resolved: Resolved, root: Path, read_ns: int) -> None:
+    """``read_ns``: a time before resolving read any file (see :func:`load`)."""
     files = [[rel, _signature(os.path.join(root, rel))] for rel in files_read(resolved)]
     payload = {
         "version": CACHE_VERSION,
         "key": key,
+        "read_ns": read_ns,
         "files": files,
         "settings": {**asdict(resolved.settings), "prices": dict(resolved.settings.prices)},
         "targets": [{f.name: getattr(t, f.name) for f in _FIELDS} for t in resolved.targets.values()],
