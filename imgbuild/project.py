@@ -58,8 +58,28 @@ class Project:
         self.order = topological_order(self.deps)
         self.state_dir = root / STATE_DIR
         self.lock = Lock.load(manifest_path.with_suffix(".lock"), self.state_dir)
+        if self.lock.replayed:
+            self._fold_journal()
         self.stats = StatCache(root, self.state_dir / "stat.json")
         self._resolved_key = ""
+
+    def _fold_journal(self) -> None:
+        """A killed build's journal was replayed on load: write it into the lock now (status and
+        check included), so that the lock a person commits holds every target that was finished.
+        Not while another build runs: that one writes the lock itself."""
+        from filelock import Timeout
+
+        run_lock = self._file_lock()
+        try:
+            run_lock.acquire(timeout=0)
+        except Timeout:
+            return
+        try:
+            # Read again under the run lock: a build may have finished since, folding it itself.
+            self.lock = Lock.load(self.lock.path, self.state_dir)
+            self.lock.fold_journal()
+        finally:
+            run_lock.release()
 
     @classmethod
     def load(
