@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .cache import LocalCache
 from .errors import ManifestError, ProjectBusy, UsageError
@@ -62,6 +63,7 @@ class Project:
             self._fold_journal()
         self.stats = StatCache(root, self.state_dir / "stat.json")
         self._resolved_key = ""
+        self._changes: tuple[Any, dict[str, Any] | None] | None = None  # incremental state to save
 
     def _fold_journal(self) -> None:
         """A killed build's journal was replayed on load: write it into the lock now (status and
@@ -100,12 +102,33 @@ class Project:
         overrides = Overrides.from_env(provider, base_url)
         key = resolvecache.key_of(data, overrides)
         resolved = resolvecache.load(root_path / STATE_DIR, key, root_path)
+        changes = None
         if resolved is None:
-            resolved = resolve(parse_manifest(data, manifest_path.name), root_path, manifest_path.name, overrides)
+            resolved, changes = cls._resolve_changes(data, root_path, manifest_path.name, overrides)
         cache = LocalCache(Path(cache_dir) if cache_dir else None)
         project = cls(root_path, manifest_path, resolved, cache)
         project._resolved_key = key
+        project._changes = changes
         return project
+
+    @staticmethod
+    def _resolve_changes(data: bytes, root: Path, name: str, overrides: Overrides
+                         ) -> tuple[Resolved, tuple[Any, dict[str, Any] | None] | None]:
+        """Validate only the target tables that changed since the last build when that is
+        certainly enough; else the whole manifest (pydantic's located messages included)."""
+        from . import incremental
+
+        try:
+            inc = incremental.begin(data.decode("utf-8"), root / STATE_DIR, overrides)
+        except UnicodeDecodeError:
+            inc = None
+        found = incremental.resolve_changed(inc, root) if inc is not None else None
+        if found is not None:
+            incremental.trace_validated(inc.revalidated)  # type: ignore[union-attr]
+            return found[0], (inc, found[1])
+        incremental.trace_validated(None)
+        resolved = resolve(parse_manifest(data, name), root, name, overrides)
+        return resolved, (inc, None) if inc is not None else None
 
     # -- selection and planning ----------------------------------------------------------------
 
@@ -191,6 +214,16 @@ class Project:
 
     def _save_copies(self) -> None:
         """Keep machine-local copies of what this run had to parse, so the next one need not."""
+        if self._changes is not None:
+            from . import incremental
+
+            inc, globals_ = self._changes
+            if globals_ is None and self.resolved.manifest is not None:
+                globals_ = incremental.globals_of(self.resolved.manifest)
+            if globals_ is not None:
+                self._ensure_state_dir()
+                inc.save(self.resolved, self.root, globals_)
+            self._changes = None
         if self.resolved.manifest is not None:
             from . import resolvecache
 

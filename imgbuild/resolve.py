@@ -11,11 +11,11 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ManifestError, Problem, UsageError
 from .images import sniff_format
-from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN, ManifestFile, TargetTable
+from .tablecheck import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN
 from .providers import PRESETS, Preset
 from .providers.base import Capabilities, ProviderSettings
 from .providers.rules import parse_size
@@ -28,6 +28,9 @@ OWN_FIELDS = frozenset(
      "output_compression", "n", "image", "image[]", "images", "mask"}
 )
 PRESET_KEYS = frozenset(p.api_key_env for p in PRESETS.values() if p.api_key_env)
+if TYPE_CHECKING:  # pydantic is imported only when a manifest is validated in full
+    from .manifest import ManifestFile, TargetTable
+
 _VAR = re.compile(r"\$(\$|\{([^}]*)\})")
 _NAME = re.compile(TARGET_NAME_PATTERN)
 
@@ -117,6 +120,8 @@ def validate_shape(
     """Pydantic's pass. Returns the model, the targets that validated (some only in part: the
     fields left out are in ``dropped``), and the problems."""
     from pydantic import ValidationError
+
+    from .manifest import ManifestFile, TargetTable
 
     try:
         model = ManifestFile.model_validate(raw)
@@ -482,6 +487,7 @@ def _check_mask(root: Path, name: str, declared: dict[str, Declared], producers:
 def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Overrides) -> Resolved:
     """Validate and resolve a parsed manifest completely; raise ManifestError with every problem."""
     from .graph import find_cycles, producers_of
+    from .manifest import ManifestFile
 
     dropped: dict[str, set[str]] = {}
     model, tables, problems = validate_shape(raw, dropped)
