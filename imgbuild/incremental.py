@@ -41,9 +41,12 @@ class Split:
 
     global_digest: str
     tables: dict[str, str]  # name → the table's text, in manifest order
+    _digests: dict[str, str] | None = None
 
     def digests(self) -> dict[str, str]:
-        return {name: _digest(text) for name, text in self.tables.items()}
+        if self._digests is None:
+            self._digests = {name: _digest(text) for name, text in self.tables.items()}
+        return self._digests
 
 
 def _digest(text: str) -> str:
@@ -113,9 +116,15 @@ class Incremental:
         self.cut = cut
         self.overrides = overrides
         self.revalidated: list[str] = []  # the targets validated again (for tests: which ones)
+        # name → (its inputs' digests, its spec digest), from the last build, for targets unchanged
+        # since: the planner need not hash their specs again.
+        self.known_digests: dict[str, tuple[tuple[str, ...], str]] = {}
+        self._rows: dict[str, tuple[Any, ...]] = {}  # the saved form of targets read from the state
 
-    def save(self, resolved: Resolved, root: Path, globals_: dict[str, Any]) -> None:
-        """Keep the state of a valid manifest (only a build calls this)."""
+    def save(self, resolved: Resolved, root: Path, globals_: dict[str, Any],
+             digests: dict[str, tuple[tuple[str, ...], str]]) -> None:
+        """Keep the state of a valid manifest (only a build calls this), with the spec digests
+        its plan computed."""
         if list(self.cut.tables) != list(resolved.targets):
             return  # targets declared in a way the cutter does not see (dotted keys): no state
         outputs = {o for t in resolved.targets.values() for o in t.outputs}
@@ -125,7 +134,8 @@ class Incremental:
             "global": self.cut.global_digest, "tables": self.cut.digests(), "globals": globals_,
             "settings": {**asdict(resolved.settings), "prices": dict(resolved.settings.prices)},
             "files": [[rel, _signature(os.path.join(root, rel))] for rel in files],
-            "targets": [_row(t) for t in resolved.targets.values()],
+            "targets": [self._rows.get(n) or _row(t) for n, t in resolved.targets.items()],
+            "digests": digests,
             "saved_ns": time.time_ns(),
         }
         from .fsutil import atomic_write
@@ -172,6 +182,7 @@ def resolve_changed(inc: Incremental, root: Path) -> tuple[Resolved, dict[str, A
         settings = ProviderSettings(**state["settings"])
         preset = PRESETS[settings.preset]
         files, saved_ns = state["files"], int(state["saved_ns"])
+        known = state["digests"]
     except (KeyError, TypeError, ValueError):
         return None
     if set(before) != set(old_tables):
@@ -186,7 +197,7 @@ def resolve_changed(inc: Incremental, root: Path) -> tuple[Resolved, dict[str, A
         todo |= {n for n, row in before.items() if n in now and changed_files & _inputs(row)}
     # Targets that read what a changed or removed target wrote: what makes their inputs changed.
     moved = {o for n in todo | removed if n in before for o in before[n][3]}
-    resolved = _resolve(inc, root, before, now, todo, moved, globals_, settings, preset)
+    resolved = _resolve(inc, root, before, now, todo, moved, globals_, settings, preset, known)
     return None if resolved is None else (resolved, globals_)
 
 
@@ -195,7 +206,8 @@ def _inputs(row: tuple[Any, ...]) -> set[str]:
 
 
 def _resolve(inc: Incremental, root: Path, before: dict[str, tuple[Any, ...]], now: dict[str, str],
-             todo: set[str], moved: set[str], globals_: dict[str, Any], settings: Any, preset: Any) -> Resolved | None:
+             todo: set[str], moved: set[str], globals_: dict[str, Any], settings: Any, preset: Any,
+             known: dict[str, tuple[tuple[str, ...], str]]) -> Resolved | None:
     import tomllib
 
     from .errors import Problem
@@ -250,4 +262,6 @@ def _resolve(inc: Incremental, root: Path, before: dict[str, tuple[Any, ...]], n
     if problems or find_cycles(targets, producers):
         return None
     inc.revalidated = sorted(fresh)
+    inc.known_digests = {n: d for n, d in known.items() if n not in fresh and n in targets}
+    inc._rows = {n: before[n] for n in targets if n not in fresh}
     return Resolved(None, targets, settings, preset)

@@ -64,6 +64,7 @@ class Project:
         self.stats = StatCache(root, self.state_dir / "stat.json")
         self._resolved_key = ""
         self._changes: tuple[Any, dict[str, Any] | None] | None = None  # incremental state to save
+        self._decisions: dict[str, Decision] = {}  # of the last plan
 
     def _fold_journal(self) -> None:
         """A killed build's journal was replayed on load: write it into the lock now (status and
@@ -151,7 +152,10 @@ class Project:
         forced = set() if force is None else set(force) or set(order)
         planner = Planner(self.targets, self.producers, self.resolved.preset.canonical_model(self.settings.model),
                           self.settings.preset, self.settings.prices, self.lock, self.cache, self.stats, forced)
+        if self._changes is not None:
+            planner.known_digests = self._changes[0].known_digests
         decisions = planner.decide_all(order)
+        self._decisions = planner.decisions
         return Plan(decisions, planner, order)
 
     def status(self, names: Sequence[str] = ()) -> list[Decision]:
@@ -222,7 +226,11 @@ class Project:
                 globals_ = incremental.globals_of(self.resolved.manifest)
             if globals_ is not None:
                 self._ensure_state_dir()
-                inc.save(self.resolved, self.root, globals_)
+                digests = dict(inc.known_digests)  # what the plan found for the rest:
+                for n, d in self._decisions.items():
+                    if d.spec is not None and n not in digests:
+                        digests[n] = (tuple(i.sha256 for i in d.spec.inputs), d.spec.digest)
+                inc.save(self.resolved, self.root, globals_, digests)
             self._changes = None
         if self.resolved.manifest is not None:
             from . import resolvecache

@@ -149,3 +149,14 @@ def test_the_quick_check_accepts_only_what_the_model_accepts_and_reads_it_the_sa
     assert quick.model_dump(exclude_none=True) == model.model_dump(exclude_none=True)
     for field in ("prompt", "prompt_file", "output", "images", "mask"):
         assert getattr(quick, field) == getattr(model, field)
+
+
+def test_after_a_one_target_change_the_lock_is_read_back_from_a_small_delta_as_it_is(project: Project) -> None:
+    from imgbuild.lockfile import Lock
+
+    _built(project)
+    project.manifest(HEAD + _tables({**PROMPTS, "t1": "a blue jay at dusk"}))
+    assert project.build().code == 0
+    state = project.root / ".imgbuild"
+    assert (state / "lock.delta.marshal").stat().st_size < (state / "lock.marshal").stat().st_size
+    assert Lock.load(project.root / "images.lock", state).targets == project.lock()["targets"]
