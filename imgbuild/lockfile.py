@@ -183,6 +183,7 @@ class Lock:
 
     def begin_journal(self) -> None:
         """From now on finished targets go to the journal; :meth:`save` folds them in."""
+        self._replay()  # what a build killed since this lock was loaded finished: kept, not overwritten
         if self.replayed:
             self.save(json_copy=False)  # the journal replayed on load extends the old lock
             self.replayed = 0
