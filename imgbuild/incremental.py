@@ -194,15 +194,16 @@ def resolve_changed(inc: Incremental, root: Path) -> tuple[Resolved, dict[str, A
     changed_files = {rel for rel, sig in files
                      if (s := _signature(os.path.join(root, rel))) != sig or s is None or s[1] >= saved_ns - RACY_NS}
     if changed_files:
-        todo |= {n for n, row in before.items() if n in now and changed_files & _inputs(row)}
+        todo |= {n for n, row in before.items() if n in now and _reads(row, changed_files)}
     # Targets that read what a changed or removed target wrote: what makes their inputs changed.
     moved = {o for n in todo | removed if n in before for o in before[n][3]}
     resolved = _resolve(inc, root, before, now, todo, moved, globals_, settings, preset, known)
     return None if resolved is None else (resolved, globals_)
 
 
-def _inputs(row: tuple[Any, ...]) -> set[str]:
-    return {*row[4], *((row[5],) if row[5] else ()), *((row[6],) if row[6] else ())}
+def _reads(row: tuple[Any, ...], paths: set[str]) -> bool:
+    """Whether the target of this row reads one of ``paths`` (images, mask, prompt file)."""
+    return row[5] in paths or row[6] in paths or any(p in paths for p in row[4])
 
 
 def _resolve(inc: Incremental, root: Path, before: dict[str, tuple[Any, ...]], now: dict[str, str],
@@ -241,7 +242,7 @@ def _resolve(inc: Incremental, root: Path, before: dict[str, tuple[Any, ...]], n
         if not resolve_one(name):
             return None
     moved |= {o for t in fresh.values() for o in t.outputs}
-    readers = {n for n, row in before.items() if n in now and n not in fresh and moved & _inputs(row)}
+    readers = {n for n, row in before.items() if n in now and n not in fresh and _reads(row, moved)}
     for name in sorted(readers):
         if not resolve_one(name):
             return None
