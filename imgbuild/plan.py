@@ -150,9 +150,9 @@ class Planner:
                                 promised=(None,) * len(target.outputs))
             digests[rel] = digest
         spec = self.spec_of(target, digests)
-        known = self.known_digests.get(name)
-        if known is not None and known[0] == tuple(i.sha256 for i in spec.inputs):
-            spec.known_digest(known[1])
+        remembered = self.known_digests.get(name)
+        if remembered is not None and remembered[0] == tuple(i.sha256 for i in spec.inputs):
+            spec.known_digest(remembered[1])
         entry = self.lock.get(name)
         on_disk = tuple(self.stats.digest(o) for o in target.outputs)
 
