@@ -197,7 +197,10 @@ def resolve_changed(inc: Incremental, root: Path) -> tuple[Resolved, dict[str, A
         todo |= {n for n, row in before.items() if n in now and _reads(row, changed_files)}
     # Targets that read what a changed or removed target wrote: what makes their inputs changed.
     moved = {o for n in todo | removed if n in before for o in before[n][3]}
-    resolved = _resolve(inc, root, before, now, todo, moved, globals_, settings, preset, known)
+    try:
+        resolved = _resolve(inc, root, before, now, todo, moved, globals_, settings, preset, known)
+    except (KeyError, TypeError, ValueError):
+        return None  # a state of another layout (a development build of the same version)
     return None if resolved is None else (resolved, globals_)
 
 
