@@ -96,13 +96,14 @@ def render_cpu_per_target(root: Path, n: int, sample: int) -> float:
 
 
 def edit_prompt(root: Path, i: int, round_: int) -> None:
-    """Give target i a different prompt of the same length (its table's text changes, nothing else)."""
+    """Give target i a new prompt of the same length (its table's text changes, nothing else)."""
     manifest = root / "images.toml"
     text = manifest.read_text()
     old = f'[images.t{i:05d}]\nprompt = "'
     start = text.index(old) + len(old)
     end = text.index('"', start)
-    new = next(p for k in range(round_ + 1, round_ + len(WORDS)) if (p := prompt_of(i, k)) != text[start:end])
+    # A prompt never built before (else the run cache restores it): the same length, a fresh tail.
+    new = prompt_of(i, round_ + 1)[:-11] + f" #{time.time_ns() % 10**9:09d}"
     manifest.write_text(text[:start] + new + text[end:])
 
 

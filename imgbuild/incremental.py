@@ -63,15 +63,15 @@ def split(text: str) -> Split | None:
     glob.append(text[: starts[0]] if starts else text)
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else len(text)
-        piece = text[start:end]
-        header = piece.split("\n", 1)[0].rstrip("\r")
+        newline = text.find("\n", start, end)
+        header = text[start:newline if newline >= 0 else end].rstrip("\r")
         m = _TARGET_HEADER.fullmatch(header)
         if m is not None:
             if m.group(1) in tables:
                 return None  # a duplicate table: the full path reports it
-            tables[m.group(1)] = piece
+            tables[m.group(1)] = text[start:end]
         elif _GLOBAL_HEADER.fullmatch(header):
-            glob.append(piece)
+            glob.append(text[start:end])
         else:
             return None  # [images], [images.x.extra], [[...]], an array line at column 0, ...
     return Split(_digest("\0".join(glob)), tables)
@@ -215,7 +215,7 @@ def _resolve(inc: Incremental, root: Path, before: dict[str, tuple[Any, ...]], n
     import tomllib
 
     from .errors import Problem
-    from .graph import find_cycles, producers_of
+    from .graph import producers_of
     from .resolve import _check_image, _check_mask, _TargetResolver
     from .tablecheck import PlainManifest, plain_table
 
@@ -263,9 +263,26 @@ def _resolve(inc: Incremental, root: Path, before: dict[str, tuple[Any, ...]], n
             _check_image(root, rel, f"images.{name}.images[{i}]", producers, problems, caps.max_image_bytes)
         if d.mask:
             _check_mask(root, name, declared, producers, problems, caps.max_mask_bytes)
-    if problems or find_cycles(targets, producers):
+    if problems or _in_a_cycle(fresh, targets, producers):
         return None
     inc.revalidated = sorted(fresh)
     inc.known_digests = {n: d for n, d in known.items() if n not in fresh and n in targets}
     inc._rows = {n: before[n] for n in targets if n not in fresh}
     return Resolved(None, targets, settings, preset)
+
+
+def _in_a_cycle(fresh: dict[str, Target], targets: dict[str, Target], producers: dict[str, str]) -> bool:
+    """Whether a target validated again now depends on itself. The last build's targets had no
+    cycle, and only these targets' edges (or edges to what they write) changed, so a new cycle
+    runs through one of them: search from them alone (the full path names the cycle)."""
+    for start in fresh:
+        seen: set[str] = set()
+        todo = [producers[p] for p in targets[start].inputs if p in producers]
+        while todo:
+            name = todo.pop()
+            if name == start:
+                return True
+            if name not in seen:
+                seen.add(name)
+                todo.extend(producers[p] for p in targets[name].inputs if p in producers)
+    return False

@@ -160,3 +160,12 @@ def test_after_a_one_target_change_the_lock_is_read_back_from_a_small_delta_as_i
     state = project.root / ".imgbuild"
     assert (state / "lock.delta.marshal").stat().st_size < (state / "lock.marshal").stat().st_size
     assert Lock.load(project.root / "images.lock", state).targets == project.lock()["targets"]
+
+
+def test_a_cycle_made_by_editing_one_table_is_caught(project: Project) -> None:
+    _built(project)
+    text = HEAD + _tables(PROMPTS)
+    project.manifest(text.replace('[images.t2]\nprompt = "a green frog"', '[images.t2]\nprompt = "a green frog"\nimages = ["out/t3.png"]'))
+    result = project.build()
+    assert result.code == 2
+    assert "dependency cycle" in result.err
