@@ -72,10 +72,10 @@ class Project:
         Not while another build runs: that one writes the lock itself."""
         from filelock import Timeout
 
-        run_lock = self._file_lock()
         try:
+            run_lock = self._file_lock()
             run_lock.acquire(timeout=0)
-        except Timeout:
+        except (Timeout, OSError):  # busy, or a read-only checkout: the replay in memory stands
             return
         try:
             # Read again under the run lock: a build may have finished since, folding it itself.
