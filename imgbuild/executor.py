@@ -13,8 +13,10 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
     from .project import Project
     from .plan import Planner
     from .ui import Reporter
+
+
+RESTORE_JOBS = 8  # copies from the cache at once, besides the requests in flight
 
 
 @dataclass
@@ -93,14 +98,27 @@ def lock_entry(decision: Decision, outputs: list[tuple[str, OutputInfo]], provid
 
 
 class LockWriter:
-    """Rewrites the lock after targets complete. Writes run in a thread and coalesce: while one is
-    under way, completions pile up for the next, so a thousand quick restores are not a thousand
-    rewrites, while a slow API request still gets its own write as soon as it lands."""
+    """Keeps the lock up to date without work proportional to the project per finished target.
+    Each finished target is appended to the lock's journal as it is recorded (:meth:`Lock.set`);
+    the whole lock is rewritten at most once every ``INTERVAL_S`` and at the end, in a thread,
+    after the folders of the outputs it names are synced (once each, however many were written)."""
+
+    INTERVAL_S = 1.0
 
     def __init__(self, project: Project) -> None:
+        from .fsutil import DirSyncs
+
         self.project = project
+        self.dirs = DirSyncs()
         self._dirty = False
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._last = 0.0
         self._task: asyncio.Task[None] | None = None
+
+    def open(self) -> None:
+        self.project.lock.begin_journal()
+        self._last = time.monotonic()  # the first rewrite a second in: at most one per second, plus the last
 
     def changed(self) -> None:
         self._dirty = True
@@ -109,18 +127,34 @@ class LockWriter:
 
     async def _write(self) -> None:
         try:
-            while self._dirty:
+            while self._dirty and not self._closing:
+                wait = self._last + self.INTERVAL_S - time.monotonic()
+                if wait > 0:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    except TimeoutError:
+                        pass
+                    if self._closing:
+                        return  # flush writes the last one
                 self._dirty = False
-                await asyncio.to_thread(self.project.lock.save, json_copy=False)
+                self._last = time.monotonic()
+                await asyncio.to_thread(self._save, False)
         except OSError:
             # Not left in the task: the next change starts a new one, and an exception nobody
             # retrieves is a raw traceback at exit. flush writes again, and raises if it still fails.
             pass
 
+    def _save(self, json_copy: bool) -> None:
+        self.dirs.flush()
+        self.project.lock.save(json_copy=json_copy)
+
     async def flush(self) -> None:
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
             await asyncio.shield(self._task)
-        await asyncio.to_thread(self.project.lock.save)
+        await asyncio.to_thread(self._save, True)
+        self.project.lock.end_journal()
 
 
 class Executor:
@@ -146,6 +180,8 @@ class Executor:
         self.lock_writer = LockWriter(project)
         self._uncached: list[str] = []  # targets whose paid images the cache could not take
         self._cache_error: OSError | None = None
+        self._restoring: set[asyncio.Task[Any]] = set()
+        self._restore_pool: ThreadPoolExecutor | None = None
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -170,6 +206,7 @@ class Executor:
         heapq.heapify(ready)
         results: dict[str, bool] = {}
         running: dict[asyncio.Task[bool], str] = {}
+        self.lock_writer.open()
 
         def complete(name: str, ok: bool) -> None:
             results[name] = ok
@@ -180,7 +217,8 @@ class Executor:
 
         try:
             while ready or running:
-                while ready and len(running) < self.jobs:
+                while ready and len(running) - len(self._restoring) < self.jobs \
+                        and len(self._restoring) < RESTORE_JOBS:
                     _, name = heapq.heappop(ready)
                     failed_deps = [d for d in deps[name] if not results[d]]
                     if failed_deps:
@@ -197,7 +235,8 @@ class Executor:
                         break
                     if isinstance(outcome, asyncio.Task):
                         running[outcome] = name
-                        self._requests.add(outcome)
+                        if outcome not in self._restoring:
+                            self._requests.add(outcome)
                     else:
                         complete(name, outcome)
                 if running:
@@ -205,8 +244,11 @@ class Executor:
                     for task in done:
                         name = running.pop(task)
                         self._requests.discard(task)
+                        self._restoring.discard(task)
                         complete(name, self._outcome(name, task))
         finally:
+            if self._restore_pool is not None:
+                self._restore_pool.shutdown()
             self._say_uncached()
             await self.lock_writer.flush()
             try:
@@ -282,11 +324,9 @@ class Executor:
             self._skip(name, "not started: the build is stopping", started=False)
             return False
         if decision.action is Action.RESTORE:
-            await asyncio.to_thread(self._restore, decision)
-            self.summary.restored += 1
-            self.reporter.event("restored", name, decision.reason, state=str(decision.state))
-            self._finished(decision)
-            return True
+            task = asyncio.create_task(self._restore_in_pool(decision))
+            self._restoring.add(task)
+            return task
         limit = self.options.max_cost_usd
         reserve = self._reserve(decision)
         if limit is not None and self.summary.cost_usd + self._in_flight_usd + reserve > limit:
@@ -355,6 +395,18 @@ class Executor:
 
     # -- restore -------------------------------------------------------------------------------
 
+    async def _restore_in_pool(self, decision: Decision) -> bool:
+        """Restores run side by side (copies and fsyncs wait on the disk, not the CPU), beside
+        the requests in flight and not counted against ``jobs``."""
+        if self._restore_pool is None:
+            self._restore_pool = ThreadPoolExecutor(RESTORE_JOBS, thread_name_prefix="imgbuild-restore",
+                                                    initializer=_name_os_thread)
+        await asyncio.get_running_loop().run_in_executor(self._restore_pool, self._restore, decision)
+        self.summary.restored += 1
+        self.reporter.event("restored", decision.name, decision.reason, state=str(decision.state))
+        self._finished(decision)
+        return True
+
     def _restore(self, decision: Decision, staged: dict[str, Path] | None = None) -> None:
         """Copy a run's outputs from the cache (or from ``staged`` files the cache could not take);
         record them in the lock under the decision's spec (a pinned target's missing outputs,
@@ -368,7 +420,7 @@ class Executor:
             if self.project.stats.digest(rel) != info.sha256:
                 source = (staged or {}).get(info.sha256) or self.project.cache.object_path(info.sha256)
                 try:
-                    atomic_copy(source, self.project.root / rel)
+                    atomic_copy(source, self.project.root / rel, dirs=self.lock_writer.dirs)
                 except OSError as exc:
                     hint = "" if source != self.project.cache.object_path(info.sha256) else (
                         "; its image is in the cache: the next build restores it")
@@ -525,6 +577,17 @@ class _Notices(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.reporter.warn(record.getMessage())
+
+
+def _name_os_thread() -> None:
+    """Name a restore thread where tools see it (`top -H`, /proc/PID/task/*/comm)."""
+    if sys.platform == "linux":
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(15, b"imgbuild-restore", 0, 0, 0)  # PR_SET_NAME (15 bytes kept)
+        except (OSError, AttributeError):
+            pass
 
 
 def _check_mask_fits(root: Path, mask: str, first: str) -> None:

@@ -13,19 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-TARGET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-PRESET_NAMES = ("openai", "aimlapi", "compatible", "placeholder")
+from .tablecheck import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN
 
-# imgbuild's own defaults: always part of the spec and always sent (SPEC §1).
-BUILTIN_DEFAULTS: dict[str, Any] = {
-    "size": "1024x1024",
-    "quality": "medium",
-    "output_format": "png",
-    "background": "auto",
-    "moderation": "auto",
-    "n": 1,
-}
-DEFAULT_COMPRESSION = 100
+PRESET_NAMES = ("openai", "aimlapi", "compatible", "placeholder")
 
 
 class _Strict(BaseModel):

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .cache import LocalCache
 from .errors import ImgbuildError, ManifestError, ProjectBusy, StateFileError, UnsafePath, UsageError
@@ -61,10 +62,32 @@ class Project:
         self.state_dir = root / STATE_DIR
         allow_writes_under(root)
         self.lock = Lock.load(manifest_path.with_suffix(".lock"), self.state_dir)
+        if self.lock.replayed:
+            self._fold_journal()
         self.stats = self._stat_cache()
         self._resolved_key = ""
         self.warnings: list[str] = []  # what loading found worth a word, e.g. an option it ignores
         self._resolved_ns = 0
+        self._changes: tuple[Any, dict[str, Any] | None] | None = None  # incremental state to save
+        self._decisions: dict[str, Decision] = {}  # of the last plan
+
+    def _fold_journal(self) -> None:
+        """A killed build's journal was replayed on load: write it into the lock now (status and
+        check included), so that the lock a person commits holds every target that was finished.
+        Not while another build runs: that one writes the lock itself."""
+        from filelock import Timeout
+
+        try:
+            run_lock = self._file_lock()
+            run_lock.acquire(timeout=0)
+        except (Timeout, OSError):  # busy, or a read-only checkout: the replay in memory stands
+            return
+        try:
+            # Read again under the run lock: a build may have finished since, folding it itself.
+            self.lock = Lock.load(self.lock.path, self.state_dir)
+            self.lock.fold_journal()
+        finally:
+            run_lock.release()
 
     @classmethod
     def load(
@@ -89,8 +112,9 @@ class Project:
         overrides = Overrides.from_env(provider, base_url)
         key = resolvecache.key_of(data, overrides)
         resolved = resolvecache.load(root_path / STATE_DIR, key, root_path)
+        changes = None
         if resolved is None:
-            resolved = resolve(parse_manifest(data, manifest_path.name), root_path, manifest_path.name, overrides)
+            resolved, changes = cls._resolve_changes(data, root_path, manifest_path.name, overrides)
         cache = LocalCache(Path(cache_dir) if cache_dir else None)
         project = cls(root_path, manifest_path, resolved, cache)
         project._resolved_key = key
@@ -100,6 +124,7 @@ class Project:
                 project.warnings.append(f"{source} is ignored: the placeholder provider renders locally and calls "
                                         "no endpoint")
         project._resolved_ns = read_ns
+        project._changes = changes
         return project
 
     def manifest_provider_estimate(self, plan: Plan) -> tuple[str, float] | None:
@@ -124,6 +149,25 @@ class Project:
         stats.vouch = GitVouch(self.root, self.lock.targets)  # a fresh clone's outputs: git's word
         return stats
 
+    @staticmethod
+    def _resolve_changes(data: bytes, root: Path, name: str, overrides: Overrides
+                         ) -> tuple[Resolved, tuple[Any, dict[str, Any] | None] | None]:
+        """Validate only the target tables that changed since the last build when that is
+        certainly enough; else the whole manifest (pydantic's located messages included)."""
+        from . import incremental
+
+        try:
+            inc = incremental.begin(data.decode("utf-8"), root / STATE_DIR, overrides)
+        except UnicodeDecodeError:
+            inc = None
+        found = incremental.resolve_changed(inc, root) if inc is not None else None
+        if found is not None:
+            incremental.trace_validated(inc.revalidated)  # type: ignore[union-attr]
+            return found[0], (inc, found[1])
+        incremental.trace_validated(None)
+        resolved = resolve(parse_manifest(data, name), root, name, overrides)
+        return resolved, (inc, None) if inc is not None else None
+
     # -- selection and planning ----------------------------------------------------------------
 
     def select(self, names: Sequence[str] = ()) -> list[str]:
@@ -145,7 +189,10 @@ class Project:
         forced = set() if force is None else set(force) or set(order)
         planner = Planner(self.targets, self.producers, self.resolved.preset.canonical_model(self.settings.model),
                           self.settings.preset, self.settings.prices, self.lock, self.cache, self.stats, forced)
+        if self._changes is not None:
+            planner.known_digests = self._changes[0].known_digests
         decisions = planner.decide_all(order)
+        self._decisions = planner.decisions
         return Plan(decisions, planner, order)
 
     def status(self, names: Sequence[str] = ()) -> list[Decision]:
@@ -223,6 +270,20 @@ class Project:
     def _save_copies(self) -> None:
         """Keep machine-local copies of what this run had to parse, so the next one need not."""
         remove_leftovers([self.state_dir])  # only a dead writer's (by pid): safe without the run lock
+        if self._changes is not None:
+            from . import incremental
+
+            inc, globals_ = self._changes
+            if globals_ is None and self.resolved.manifest is not None:
+                globals_ = incremental.globals_of(self.resolved.manifest)
+            if globals_ is not None:
+                self._ensure_state_dir()
+                digests = dict(inc.known_digests)  # what the plan found for the rest:
+                for n, d in self._decisions.items():
+                    if d.spec is not None and n not in digests:
+                        digests[n] = (tuple(i.sha256 for i in d.spec.inputs), d.spec.digest)
+                inc.save(self.resolved, self.root, globals_, digests)
+            self._changes = None
         if self.resolved.manifest is not None:
             from . import resolvecache
 

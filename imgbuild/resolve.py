@@ -14,13 +14,13 @@ import tomllib
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ManifestError, Problem, UsageError
 from .hints import length_message, place, unknown_field
 from .images import MAX_DECODE_PIXELS, png_pixels, sniff_format
-from .manifest import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN, ManifestFile, TargetTable
 from .providers import PRESETS, Preset, schema
+from .tablecheck import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN
 from .providers.base import Capabilities, ProviderSettings
 from .providers.rules import parse_size
 from .textvars import resolve_vars, substitute, var_names
@@ -38,6 +38,8 @@ GENERIC_KEY_ENV = "IMGBUILD_API_KEY"
 # This machine, spelled so that no URL parser can read another host into it (no userinfo, no `\`).
 _LOOPBACK_URL = re.compile(r"^https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?(/[^\s@\\?#]*)?$", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+if TYPE_CHECKING:  # pydantic is imported only when a manifest is validated in full
+    from .manifest import ManifestFile, TargetTable
 _NAME = re.compile(TARGET_NAME_PATTERN)
 # Deeper values break recursive writers (the lock's TOML); no API field nests like that.
 MAX_EXTRA_DEPTH = 32
@@ -142,6 +144,8 @@ def validate_shape(
     """Pydantic's pass. Returns the model, the targets that validated (some only in part: the
     fields left out are in ``dropped``), and the problems."""
     from pydantic import ValidationError
+
+    from .manifest import ManifestFile, TargetTable
 
     try:
         model = ManifestFile.model_validate(raw)
@@ -637,6 +641,7 @@ def _check_mask(root: Path, name: str, declared: dict[str, Declared], producers:
 def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Overrides) -> Resolved:
     """Validate and resolve a parsed manifest completely; raise ManifestError with every problem."""
     from .graph import find_cycles, producers_of
+    from .manifest import ManifestFile
 
     dropped: dict[str, set[str]] = {}
     model, tables, problems = validate_shape(raw, dropped)

@@ -53,7 +53,10 @@ def files_read(resolved: Resolved) -> list[str]:
 
 def load(state_dir: Path, key: str, root: Path) -> Resolved | None:
     try:
-        data = json.loads((state_dir / FILE).read_bytes())
+        raw = (state_dir / FILE).read_bytes()
+        if key.encode() not in raw[:256]:
+            return None  # another manifest's copy: not worth parsing megabytes to find out
+        data = json.loads(raw)
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or data.get("key") != key:
