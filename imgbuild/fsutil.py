@@ -177,9 +177,11 @@ def _atomic(path: Path, write: Callable[[BinaryIO], None], durable: bool, mode: 
                     f.flush()
                     os.fsync(f.fileno())
             os.rename(name, path.name if dfd is not None else path, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(name, dir_fd=dfd)
+            if isinstance(exc, OSError) and not exc.filename:
+                exc.filename = str(path)  # a full disk says so on write(): name the file meant
             raise
         if durable and dirs is not None:
             dirs.add(path.parent)  # synced with the others before the lock that names it

@@ -10,10 +10,7 @@ import difflib
 from collections.abc import Sequence
 from typing import Any
 
-from .manifest import ManifestFile, Params, Prices, ProviderTable, TargetTable
-
-# Fields a target has and [defaults] cannot: each belongs to one image.
-_TARGET_ONLY = tuple(sorted(set(TargetTable.model_fields) - set(Params.model_fields)))
+# The models (pydantic) are imported where a problem is worded, never on the path of a valid manifest.
 
 
 def place(loc: Sequence[Any]) -> str:
@@ -31,6 +28,8 @@ def place(loc: Sequence[Any]) -> str:
 
 def _fields_at(loc: Sequence[Any]) -> Sequence[str]:
     """The field names the table at ``loc`` accepts."""
+    from .manifest import ManifestFile, Params, Prices, ProviderTable, TargetTable
+
     parts = [p for p in loc if p != "[key]"]
     if not parts:
         return tuple(ManifestFile.model_fields)
@@ -49,7 +48,7 @@ def unknown_field(loc: Sequence[Any]) -> str:
     """The message for a field no model declares, with the nearest field when there is one."""
     *table, name = [p for p in loc if p != "[key]"] or [""]
     name = str(name)
-    if table == ["defaults"] and name in _TARGET_ONLY:
+    if table == ["defaults"] and name in _target_only():
         return f"unknown field: {name} belongs to a target ([images.NAME]); [defaults] holds what targets share"
     close = difflib.get_close_matches(name, _fields_at(table), n=1, cutoff=0.6)
     return f"unknown field (did you mean {close[0]}?)" if close else "unknown field"
@@ -66,3 +65,10 @@ def length_message(err: dict[str, Any], field: str) -> str | None:
     if err["type"] == "too_long":
         return f"{actual} item(s); at most {ctx.get('max_length')}"
     return None
+
+
+def _target_only() -> tuple[str, ...]:
+    """Fields a target has and [defaults] cannot: each belongs to one image."""
+    from .manifest import Params, TargetTable
+
+    return tuple(sorted(set(TargetTable.model_fields) - set(Params.model_fields)))

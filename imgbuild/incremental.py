@@ -86,7 +86,7 @@ def _signature(path: str) -> list[int] | None:
 
 
 def _overrides(overrides: Overrides) -> list[str | None]:
-    return [overrides.provider, overrides.base_url]
+    return [overrides.provider, overrides.base_url, overrides.api_key_env]
 
 
 def _load_state(state_dir: Path) -> dict[str, Any] | None:
@@ -264,6 +264,10 @@ def _resolve(inc: Incremental, root: Path, before: dict[str, tuple[Any, ...]], n
         if d.mask:
             _check_mask(root, name, declared, producers, problems, caps.max_mask_bytes)
     if problems or _in_a_cycle(fresh, targets, producers):
+        return None
+    from .resolvecache import folders_inside
+
+    if not folders_inside(root, targets.values()):  # a folder swapped for a link out: the full path says so
         return None
     inc.revalidated = sorted(fresh)
     inc.known_digests = {n: d for n, d in known.items() if n not in fresh and n in targets}

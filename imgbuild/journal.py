@@ -88,7 +88,13 @@ class Journal:
     def append(self, name: str, entry: Mapping[str, Any]) -> None:
         """Append one record; the caller holds :attr:`mutex` (it sets the entry in the same step)."""
         line = (json.dumps({"set": name, "entry": entry}, separators=(",", ":")) + "\n").encode()
-        os.write(self._fd, line)
+        try:
+            view = memoryview(line)
+            while view:  # a write may take part of the line (a signal, a nearly full disk)
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            exc.filename = str(self.path)  # say which file the disk refused
+            raise
         self._size += len(line)
 
     @property

@@ -69,7 +69,7 @@ def load(state_dir: Path, key: str, root: Path) -> Resolved | None:
             if _signature(os.path.join(root, rel)) != sig or sig[1] >= trusted_before:
                 return None
         targets = {t["name"]: _target(t) for t in data["targets"]}
-        if not _folders_inside(root, targets.values()):
+        if not folders_inside(root, targets.values()):
             return None  # the full checks say which path leads out
         settings = ProviderSettings(**data["settings"])
         return Resolved(None, targets, settings, PRESETS[settings.preset])
@@ -77,7 +77,7 @@ def load(state_dir: Path, key: str, root: Path) -> Resolved | None:
         return None  # a copy from another version of the code: start over
 
 
-def _folders_inside(root: Path, targets: Iterable[Target]) -> bool:
+def folders_inside(root: Path, targets: Iterable[Target]) -> bool:
     """Every folder an output or input is in still lies inside the project. One realpath per
     folder, not per file: a folder swapped for a symlink since the copy was made is caught."""
     real_root = os.path.realpath(root)

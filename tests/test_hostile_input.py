@@ -314,12 +314,11 @@ def test_a_full_disk_under_the_state_folder_is_one_line_exit_1_and_loses_nothing
             filler.write(b"x" * 4096)
             filler.flush()
     result = project.build("--provider", "placeholder")
+    # The build's journal cannot be started there: it stops before making anything.
     one_line(result, 1, "no space left on device", ".imgbuild")
-    assert set(project.lock()["targets"]) == {"a", "b"}  # what was built is in the lock
-    again = project.build("--provider", "placeholder")
-    one_line(again, 1, "no space left on device")
+    assert not (project.root / "images.lock").exists() and not (project.root / "build").exists()
     (project.root / ".imgbuild" / "filler").unlink()
-    assert project.build("--provider", "placeholder").requests == 0
+    assert project.build("--provider", "placeholder").code == 0
     assert project.run("check", "--provider", "placeholder").code == 0
 
 
