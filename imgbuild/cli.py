@@ -385,6 +385,12 @@ def _main(argv: Sequence[str] | None) -> int:
             traceback.print_exc()
         print(one_line(f"error: {exc}"), file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # `imgbuild schema | head`: the reader left; that is no bug. Silence the final flush. (An
+        # OSError too: it must come before the clause below, or it would be taken for a bug.)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except OSError as exc:
         if exc.errno not in MACHINE_FAULTS:
             return _internal_error(exc, args.verbose)
@@ -397,11 +403,6 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # `imgbuild schema | head`: the reader left; that is no bug. Silence the final flush.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, said plainly
         return _internal_error(exc, args.verbose)
 

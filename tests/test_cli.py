@@ -192,6 +192,24 @@ def test_a_reader_that_leaves_early_is_not_a_bug(project: Project) -> None:
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_reader_gone_before_the_first_write_is_not_a_bug(project: Project) -> None:
+    # Deterministic: the pipe's reader is closed before imgbuild writes, so the write inside the
+    # command (not only the final flush) meets a broken pipe.
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "imgbuild", "schema"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, env=project.env)
+    finally:
+        os.close(write)
+    assert proc.returncode == 1
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_clean_speaks_json_too(project: Project) -> None:
     project.manifest(SIMPLE)
     project.build()
