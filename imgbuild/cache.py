@@ -190,16 +190,8 @@ class LocalCache:
 
     def put_file(self, path: Path) -> OutputInfo:
         """Move an image file into the store (hashing it); returns what the lock records of it."""
-        from .images import image_info
-
-        sha, git_blob = file_digests(path)
-        try:
-            info = image_info(path)
-            width, height, fmt = info.size[0], info.size[1], info.format
-        except ValueError:
-            width = height = 0
-            fmt = None
-        size = path.stat().st_size
+        info = self.describe(path)
+        sha = info.sha256
         dest = self._object(sha)
         if dest.exists():
             os.unlink(path)  # another build (or an earlier take) stored these very bytes
@@ -208,20 +200,21 @@ class LocalCache:
                 os.fsync(f.fileno())
             os.chmod(path, 0o444)
             move_into(path, dest)  # a staging folder in the project (the cache was full) is a copy
-        return OutputInfo(sha, size, width, height, fmt, git_blob)
+        return info
 
     @staticmethod
     def describe(path: Path) -> OutputInfo:
-        """What the lock records of an image file, without storing it."""
+        """What the lock records of an image file (its git blob id too), without storing it."""
         from .images import image_info
 
+        sha, git_blob = file_digests(path)
         try:
-            info = image_info(path)
-            width, height, fmt = info.size[0], info.size[1], info.format
+            image = image_info(path)
+            width, height, fmt = image.size[0], image.size[1], image.format
         except ValueError:
             width = height = 0
             fmt = None
-        return OutputInfo(file_sha256(path), path.stat().st_size, width, height, fmt)
+        return OutputInfo(sha, path.stat().st_size, width, height, fmt, git_blob)
 
     def get_run(self, spec_digest: str) -> RunRecord | None:
         try:
