@@ -110,6 +110,8 @@ class Lock:
         return self.targets.get(name)
 
     def set(self, name: str, entry: Mapping[str, Any]) -> None:
+        if self.targets.get(name) == entry:
+            return  # a restore records what the lock holds: no journal line, the fragment stays
         if self._journal is None:
             self.targets[name] = dict(entry)
             self._fragments.pop(name, None)

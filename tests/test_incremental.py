@@ -169,3 +169,15 @@ def test_a_cycle_made_by_editing_one_table_is_caught(project: Project) -> None:
     result = project.build()
     assert result.code == 2
     assert "dependency cycle" in result.err
+
+
+def test_a_one_target_change_schedules_that_target_and_what_reads_it_only(project: Project, tmp_path: Path) -> None:
+    _built(project)
+    project.manifest(HEAD + _tables({**PROMPTS, "t2": "a green frog on a leaf"}))
+    trace = tmp_path / "scheduled"
+    result = project.build(env={"IMGBUILD_TRACE_SCHEDULED": str(trace)})
+    assert result.code == 0, result.err
+    assert trace.read_text().split() == ["t2", "t3"]  # t0 and t1 are up to date: never walked
+    assert result.summary["up_to_date"] == 2
+    assert sorted(e["target"] for e in result.events if e["event"] == "built") == ["t2", "t3"]
+

@@ -156,3 +156,26 @@ def test_restores_run_side_by_side(project: Project) -> None:
     assert proc.returncode == 0, err
     assert json.loads(out.splitlines()[-1])["restored"] == 300
     assert most >= 2
+
+
+def test_recording_the_entry_the_lock_already_holds_writes_no_journal_line(project: Project) -> None:
+    # A restore records the very entry the lock holds: 10,000 of them must not cost 10,000 journal
+    # lines, nor the rendering of 10,000 entries the lock's text already has.
+    from imgbuild.fsutil import allow_writes_under
+    from imgbuild.lockfile import Lock
+
+    _manifest(project, 2)
+    assert project.build().code == 0
+    allow_writes_under(project.root)  # in this process, as Project.load does
+    lock = Lock.load(project.root / "images.lock", project.root / ".imgbuild")
+    lock.begin_journal()
+    try:
+        journal = project.root / ".imgbuild" / "lock.journal"
+        empty = journal.stat().st_size
+        lock.set("t00", json.loads(json.dumps(lock.get("t00"))))  # equal, not the same object
+        assert journal.stat().st_size == empty
+        changed = {**lock.get("t01"), "built_at": "2001-01-01T00:00:00Z"}  # type: ignore[dict-item]
+        lock.set("t01", changed)
+        assert journal.stat().st_size > empty
+    finally:
+        lock.end_journal()
