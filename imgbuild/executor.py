@@ -30,7 +30,7 @@ from .pricing import ceiling_usd
 from .providers.base import ImageRequest, Provider
 
 if TYPE_CHECKING:
-    from .project import Project
+    from .context import BuildContext
     from .plan import Planner
     from .ui import Reporter
 
@@ -105,7 +105,7 @@ class LockWriter:
 
     INTERVAL_S = 1.0
 
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: BuildContext) -> None:
         from .fsutil import DirSyncs
 
         self.project = project
@@ -158,7 +158,7 @@ class LockWriter:
 
 
 class Executor:
-    def __init__(self, project: Project, planner: Planner, order: list[str], reporter: Reporter,
+    def __init__(self, project: BuildContext, planner: Planner, order: list[str], reporter: Reporter,
                  options: BuildOptions, open_provider: Callable[[], Provider]) -> None:
         self.project = project
         self.planner = planner

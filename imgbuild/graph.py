@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from .errors import Problem
 
 if TYPE_CHECKING:
-    from .resolve import Target
+    from .target import Target
 
 
 def producers_of(targets: Mapping[str, Target]) -> tuple[dict[str, str], list[Problem]]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from . import __version__
 from .resolve import Declared, Overrides, Resolved, Target
+from .resolvecache import _signature  # one stat signature for both machine-local copies
 
 STATE_VERSION = 1
 FILE = "tables.marshal"
@@ -75,14 +76,6 @@ def split(text: str) -> Split | None:
         else:
             return None  # [images], [images.x.extra], [[...]], an array line at column 0, ...
     return Split(_digest("\0".join(glob)), tables)
-
-
-def _signature(path: str) -> list[int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def _overrides(overrides: Overrides) -> list[str | None]:

@@ -397,14 +397,14 @@ class Project:
                         kept.append(rel)
                         continue
                     if not self.cache.has(digest):
-                        self._cache_copy(rel)
+                        self.cache_copy(rel)
                     remove(self.root / rel)
                     self.stats.forget(rel)
                     removed.append(rel)
             self.stats.save()
         return removed, kept
 
-    def _cache_copy(self, rel: str) -> None:
+    def cache_copy(self, rel: str) -> None:
         staging = self.cache.staging_dir()
         try:
             copy = staging / "copy"

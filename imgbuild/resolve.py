@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from .providers import PRESETS, Preset, schema
 from .tablecheck import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN
 from .providers.base import Capabilities, ProviderSettings
 from .providers.rules import parse_size
+from .target import Target  # noqa: F401 - re-exported: resolve.Target is what resolving makes
 from .textvars import resolve_vars, substitute, var_names
 
 EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -43,28 +44,6 @@ if TYPE_CHECKING:  # pydantic is imported only when a manifest is validated in f
 _NAME = re.compile(TARGET_NAME_PATTERN)
 # Deeper values break recursive writers (the lock's TOML); no API field nests like that.
 MAX_EXTRA_DEPTH = 32
-
-
-@dataclass(frozen=True)
-class Target:
-    """One target after defaults, vars and paths are resolved. Paths are POSIX, relative to root."""
-
-    name: str
-    prompt: str
-    params: dict[str, Any]  # size, quality, output_format, background, moderation, n[, output_compression]
-    outputs: tuple[str, ...]
-    images: tuple[str, ...] = ()
-    mask: str | None = None
-    prompt_file: str | None = None
-    revision: int = 0
-    pinned: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        """Every file the target reads, in spec order: images, mask, prompt file."""
-        extra = tuple(p for p in (self.mask, self.prompt_file) if p)
-        return self.images + extra
 
 
 @dataclass(frozen=True)

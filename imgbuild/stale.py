@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .lockfile import Lock
-    from .project import Project
+    from .context import BuildContext
     from .resolve import Target
     from .ui import Reporter
 
@@ -80,7 +80,7 @@ def _confined(path: str, root: Path, real_root: str) -> str | None:
     return rel if stat.S_ISREG(st.st_mode) else None  # never a symlink
 
 
-def remove_dead(project: Project, recorded: Iterable[Recorded], reporter: Reporter) -> list[str]:
+def remove_dead(project: BuildContext, recorded: Iterable[Recorded], reporter: Reporter) -> list[str]:
     """Delete the dead outputs that hold their recorded bytes (cached first); warn about the
     others. Returns the paths removed."""
     removed = []
@@ -90,7 +90,7 @@ def remove_dead(project: Project, recorded: Iterable[Recorded], reporter: Report
                           "hand: kept; delete it if it is not needed")
             continue
         if not project.cache.has(r.sha256):
-            project._cache_copy(r.path)
+            project.cache_copy(r.path)
             if not project.cache.has(r.sha256):
                 continue  # it changed while being copied: leave it
         os.unlink(project.root / r.path)
