@@ -217,6 +217,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return watch(args)
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from .review.command import review
+
+    first = [True]
+
+    def load() -> Project:
+        if first[0]:  # its warnings once, as every command says them; not again on each reload
+            first[0] = False
+            return _project(args)
+        from .project import Project
+
+        return Project.load(args.directory, args.manifest, provider=args.provider, base_url=args.base_url)
+
+    return review(load, serve=args.serve, port=args.port, open_browser=args.open)
+
+
 # -- the parser ----------------------------------------------------------------------------------
 
 def _positive(text: str) -> int:
@@ -310,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     gr = command("graph", cmd_graph, "print the dependency graph")
     gr.add_argument("--format", choices=["dot", "mermaid"], default="dot")
+
+    r = command("review", cmd_review, "write the review page (.imgbuild/review/index.html), or serve it with pick buttons")
+    r.add_argument("--open", action="store_true", help="open the page in the browser")
+    r.add_argument("--serve", action="store_true", help="serve it on 127.0.0.1, with pick buttons and live cards")
+    r.add_argument("--port", type=int, default=0, metavar="N", help="with --serve: the port (default: a free one)")
+    provider_options(r)
 
     command("init", cmd_init, "write a commented starter images.toml (refuses to overwrite)")
     command("schema", cmd_schema, "print the JSON Schema of images.toml")

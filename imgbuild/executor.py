@@ -28,6 +28,7 @@ from .fsutil import atomic_copy
 from .plan import Action, Decision, State
 from .pricing import ceiling_usd
 from .providers.base import ImageRequest, Provider
+from .review import history
 
 if TYPE_CHECKING:
     from .context import BuildContext
@@ -455,6 +456,8 @@ class Executor:
             return
         run = decision.run
         entry = lock_entry(decision, outputs, run.provider, run.cost_usd, run.built_at or utc_now())
+        if self.project.lock.get(decision.name) != entry:  # the review page's earlier images
+            history.record(self.project.state_dir, decision.name, entry)
         self.project.lock.set(decision.name, entry)
 
     def _cache_sources(self, sources: dict[str, str]) -> None:
