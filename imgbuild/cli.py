@@ -230,7 +230,10 @@ def cmd_review(args: argparse.Namespace) -> int:
 
         return Project.load(args.directory, args.manifest, provider=args.provider, base_url=args.base_url)
 
-    return review(load, serve=args.serve, port=args.port, open_browser=args.open)
+    from pathlib import Path
+
+    return review(load, Path(args.directory) / args.manifest, serve=args.serve, port=args.port,
+                  open_browser=args.open)
 
 
 # -- the parser ----------------------------------------------------------------------------------

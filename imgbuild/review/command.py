@@ -22,13 +22,13 @@ def write_page(project: Project) -> Path:
                              project.root.name)
 
 
-def review(load: Callable[[], Project], *, serve: bool, port: int, open_browser: bool) -> int:
+def review(load: Callable[[], Project], manifest: Path, *, serve: bool, port: int, open_browser: bool) -> int:
     """The command: ``load`` loads the project (again, for the server, when files change)."""
     project = load()
     if serve:
         from . import server
 
-        return server.serve(project, load, port=port, open_browser=open_browser)
+        return server.serve(project, load, manifest, port=port, open_browser=open_browser)
     path = write_page(project)
     shown = path.relative_to(project.root) if path.is_relative_to(project.root) else path
     print(f"review: wrote {shown} ({len(project.targets)} target(s)); open it in a browser, or run "

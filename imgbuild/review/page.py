@@ -148,7 +148,7 @@ def page_html(cards: list[Card], links: Links, have: dict[str, bool], *, title: 
     body = "\n".join(card_html(c, links, have) for c in cards)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'">
 <title>{_e(title)}: imgbuild review</title><style>{CSS}</style></head>
 <body><header class="top"><h1>{_e(title)}</h1><p class="summary">{_e(summary_text(cards))}</p>
