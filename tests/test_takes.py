@@ -274,3 +274,30 @@ def test_project_pick_does_what_the_command_does(built: Project, server: ApiServ
     with pytest.raises(UsageError, match="hero has 3 takes"):
         lib.pick("hero", 0)
     assert len(server.api_requests()) == 1
+
+
+def test_a_hand_edited_output_of_a_candidates_target_is_left_alone_by_a_build(
+        built: Project, server: ApiServer) -> None:
+    built.png("assets/hero.png", size=(32, 32))
+    touched = built.read("assets/hero.png")
+    _compatible(built, server, _hero(prompt="a knight in the rain"))
+    result = built.build(env=_env(server))
+    assert result.requests == 0 and built.read("assets/hero.png") == touched
+    assert _status(built, server).split(None, 2)[1] == "modified"
+
+
+def test_gc_keeps_the_takes_that_were_not_picked(built: Project, server: ApiServer) -> None:
+    from imgbuild.cache import LocalCache
+
+    takes = _takes(built)
+    assert built.run("pick", "hero", "2", env=_env(server)).code == 0
+    assert built.run("gc", "--older-than", "0").code == 0
+    assert all(LocalCache(built.cache).has(sha) for sha in takes)
+
+
+def test_placeholder_takes_differ_and_are_the_same_on_every_build(make_project: Any) -> None:
+    first, second = make_project("one", cache="c1"), make_project("two", cache="c2")
+    for p in (first, second):
+        p.manifest('[provider]\nname = "placeholder"\n' + _hero())
+        assert p.build().code == 0
+    assert len(set(_takes(first))) == 3 and _takes(first) == _takes(second)
