@@ -107,8 +107,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.command == "check":
         if not_ok and not args.json:
             print(f"check: {len(not_ok)} of {len(decisions)} target(s) not ok", file=sys.stderr)
-        return 1 if not_ok else 0
+        unpicked = _unpicked(args, project, decisions) if args.require_picks else []
+        return 1 if not_ok or unpicked else 0
     return 0
+
+
+def _unpicked(args: argparse.Namespace, project: Project, decisions: list) -> list:  # type: ignore[type-arg]
+    """check --require-picks: the targets with candidates whose current spec has no pick, each
+    said once (on stderr: stdout is the status lines)."""
+    from .takes import unpicked
+
+    found = unpicked(decisions, project.targets)
+    for d in found:
+        why = d.takes.line if d.takes is not None else "no takes yet"
+        if args.json:
+            import json
+
+            print(json.dumps({"event": "unpicked", "target": d.name, "reason": why}, sort_keys=True))
+        else:
+            print(f"check: {d.name}: {why}; choose one with `imgbuild pick {d.name} K`", file=sys.stderr)
+    return found
 
 
 def _say(args: argparse.Namespace, event: dict[str, object], line: str, *, summary: bool = False) -> None:
@@ -144,6 +162,16 @@ def cmd_accept(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pick(args: argparse.Namespace) -> int:
+    project = _project(args)
+    project.pick(args.target, args.take)
+    entry = project.lock.get(args.target) or {}
+    rel = project.targets[args.target].outputs[0]
+    _say(args, {"event": "picked", "target": args.target, "take": args.take, "path": rel},
+         f"picked {args.target}: take {args.take} of {len(entry.get('takes', []))} is now {rel}")
+    return 0
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     from .cache import LocalCache
     from .errors import StateFileError
@@ -164,6 +192,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
                                      "delete it if that project is gone") from None
             for entry in lock.targets.values():
                 keep.update(o.get("sha256", "") for o in entry.get("outputs", []))
+                keep.update(t.get("sha256", "") for t in entry.get("takes", []))  # takes not picked yet
     removed, freed = cache.gc(keep, args.older_than)
     _say(args, {"event": "summary", "removed": removed, "freed_bytes": freed, "cache": str(cache.root)},
          f"gc: removed {removed} object(s), freed {freed / 1e6:.1f} MB from {cache.root}", summary=True)
@@ -310,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(name, cmd_status, help)
         p.add_argument("targets", nargs="*", metavar="TARGET")
         provider_options(p)
+        if name == "check":
+            p.add_argument("--require-picks", action="store_true",
+                           help="also exit 1 while a target with candidates has no pick")
 
     w = command("watch", cmd_watch, "build, then rebuild what each change to the manifest or an input affects")
     build_options(w)
@@ -322,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     a = command("accept", cmd_accept, "record the outputs on disk as the targets' outputs for their current spec")
     a.add_argument("targets", nargs="+", metavar="TARGET")
     provider_options(a)
+
+    pk = command("pick", cmd_pick, "make take K of a target with candidates its output (no request)")
+    pk.add_argument("target", metavar="TARGET")
+    pk.add_argument("take", type=_positive, metavar="K", help="the take, 1 to the target's candidates")
+    provider_options(pk)
 
     g = command("gc", cmd_gc, "prune cache objects no lock of this machine's recent projects needs")
     g.add_argument("--older-than", type=float, default=30.0, metavar="DAYS",

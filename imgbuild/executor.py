@@ -29,6 +29,7 @@ from .plan import Action, Decision, State
 from .pricing import ceiling_usd
 from .providers.base import ImageRequest, Provider
 from .review import history
+from .takes import choose, expected_images, images_asked, lock_fields
 
 if TYPE_CHECKING:
     from .context import BuildContext
@@ -95,6 +96,8 @@ def lock_entry(decision: Decision, outputs: list[tuple[str, OutputInfo]], provid
          **({"git_blob": o.git_blob} if o.git_blob else {})}
         for path, o in outputs
     ]
+    if decision.takes is not None and outputs:
+        entry.update(lock_fields(decision.takes, decision.spec.digest, outputs[0][1].sha256))
     return entry
 
 
@@ -383,7 +386,7 @@ class Executor:
             return 0.0
         target = self.project.targets[decision.name]
         p = target.params
-        ceiling = ceiling_usd(size=p["size"], quality=p["quality"], n=p["n"], prompt=target.prompt,
+        ceiling = ceiling_usd(size=p["size"], quality=p["quality"], n=images_asked(p), prompt=target.prompt,
                               input_images=len(target.images), prices=self.planner.prices)
         self._ceilings[decision.name] = ceiling
         return ceiling * self._overrun
@@ -506,7 +509,7 @@ class Executor:
             target=target.name, model=self.project.settings.model, prompt=target.prompt,
             size=p["size"], quality=p["quality"], output_format=p["output_format"],
             background=p["background"], moderation=p["moderation"],
-            output_compression=p.get("output_compression"), n=p["n"],
+            output_compression=p.get("output_compression"), n=images_asked(p),
             images=tuple(root / i for i in target.images),
             mask=root / target.mask if target.mask else None, extra=target.extra,
         )
@@ -549,16 +552,18 @@ class Executor:
             infos, staged, cache_error = await asyncio.to_thread(safekeep.store, cache, result.files)
             record = RunRecord(infos, self.project.settings.preset, cost, utc_now())
             target = self.project.targets[name]
-            if len(infos) != len(target.outputs):
+            if len(infos) != expected_images(target):
                 keep_staging = bool(staged) and not await asyncio.to_thread(self._rescue, name, staged)
-                self._fail(name, f"asked for {len(target.outputs)} image(s), the API returned {len(infos)} "
+                self._fail(name, f"asked for {expected_images(target)} image(s), the API returned {len(infos)} "
                                  "(kept in the cache)")
                 return False
             if not staged:
                 await asyncio.to_thread(cache.put_run, decision.spec.digest, record)
             for warning in result.warnings:
                 self.reporter.warn(f"{name}: {warning}")
-            restored = Decision(name, decision.state, Action.RESTORE, decision.reasons, decision.spec, record)
+            chosen, takes = choose(target, self.project.lock.get(name), decision.spec.digest, record, fresh=True)
+            restored = Decision(name, decision.state, Action.RESTORE, decision.reasons, decision.spec,
+                                chosen, takes=takes)
             try:
                 await asyncio.to_thread(self._restore, restored, staged)
             except Exception:
@@ -566,8 +571,9 @@ class Executor:
                     raise  # the cache has them: the next build restores them for free
                 keep_staging = not await asyncio.to_thread(self._rescue, name, staged)
                 raise
-            for f in staged.values():  # in the outputs now: not images left over for _keep_paid_for
-                f.unlink()
+            for sha, f in staged.items():  # in the outputs now: not images left over for _keep_paid_for
+                if any(o.sha256 == sha for o in chosen.outputs):  # (takes not picked are left over)
+                    f.unlink()
             keep_staging = not await asyncio.to_thread(self._keep_paid_for, name, staging)
             if staged:
                 self._uncached.append(name)

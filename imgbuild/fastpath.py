@@ -206,8 +206,9 @@ def _signature(path: str) -> tuple[int, int, int] | None:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def _render(args: _Args, names: str, deps: bytes, lines: tuple[str, str, str]) -> str | None:
-    build_line, build_json, status_json = lines
+def _render(args: _Args, names: str, deps: bytes, lines: tuple) -> str | None:  # type: ignore[type-arg]
+    build_line, build_json, status_json = lines[:3]
+    notes = lines[3] if len(lines) > 3 else {}  # what an ok target's line says besides ok (takes.py)
     json_lines = "json" in args.flags
     if args.command == "build":
         if not args.targets:
@@ -226,12 +227,18 @@ def _render(args: _Args, names: str, deps: bytes, lines: tuple[str, str, str]) -
             return None
         shown = [n for n in order if n in wanted]
     if json_lines:
-        return "".join(status_json.replace(NAME_SENTINEL, name) + "\n" for name in shown)
+        return "".join(_status_json(status_json, name, notes.get(name)) for name in shown)
     if "quiet" in args.flags or not shown:
         return ""
     # As cli.cmd_status prints an ok line: name padded to the longest, two spaces, the state.
     width = max(len(name) for name in shown)
-    return "".join(f"{name:<{width}}  ok\n" for name in shown)
+    return "".join(f"{name:<{width}}  {'ok':<8}  {notes[name]}\n" if name in notes else f"{name:<{width}}  ok\n"
+                   for name in shown)
+
+
+def _status_json(line: str, name: str, note: str | None) -> str:
+    line = line.replace(NAME_SENTINEL, name)
+    return (line.replace('"reason": ""', f'"reason": "{note}"') if note else line) + "\n"
 
 
 def _closure_size(order: list[str], deps: tuple[tuple[int, ...], ...], targets: list[str]) -> int:
@@ -299,12 +306,24 @@ def _state(project: Project, provider: str | None, base_url: str | None) -> byte
     deps = tuple(tuple(index[d] for d in project.deps[name]) for name in order)
     if any("\0" in s for s in files) or any(json.dumps(name) != f'"{name}"' for name in order):
         return None  # a name JSON would escape: the recorded line could not be filled in with it
+    notes = _notes(project)
+    if notes is None:
+        return None
     state = (FORMAT, __version__, project.manifest_path.name, _digest(manifest),
              (overrides.provider, overrides.base_url), project.lock.path.name, lock_sig,
              not (set(project.lock.targets) - set(project.targets)),
              "\0".join(order), marshal.dumps(deps), "\0".join(files), tuple(sigs), "\0".join(dirs),
-             dir_inodes, _lines())
+             dir_inodes, (*_lines(), notes))
     return marshal.dumps(state)
+
+
+def _notes(project: Project) -> dict[str, str] | None:
+    """The reasons of ok targets that have one (a target with candidates says which take it
+    holds), by name: plain text the fast path puts in a line or a JSON string as it is. None when
+    one would need escaping (then no state is written)."""
+    notes = {n: d.reason for n, d in project._decisions.items() if d.reason}
+    plain = all(r.isascii() and all(c.isalnum() or c in " ," for c in r) for r in notes.values())
+    return notes if plain else None
 
 
 def _lines() -> tuple[str, str, str]:

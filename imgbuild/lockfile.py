@@ -303,6 +303,7 @@ MAX_DEPTH = 32  # as for `extra` in the manifest: deeper values break the recurs
 _ENTRY_TYPES: dict[str, type | tuple[type, ...]] = {
     "spec": str, "provider": str, "built_at": str, "model": str, "prompt": str, "revision": int,
     "params": dict, "extra": dict, "inputs": list, "outputs": list, "cost_usd": (int, float),
+    "takes": list, "pick": int, "picks": dict,  # a target with candidates (takes.py)
 }
 _OUTPUT_TYPES: dict[str, type | tuple[type, ...]] = {"path": str, "sha256": str, "bytes": int, "width": int,
                                                      "height": int}
@@ -336,7 +337,7 @@ def entry_problem(entry: Any) -> str | None:
     why = _fields_problem(entry, _ENTRY_TYPES)
     if why:
         return why
-    for key, types in (("outputs", _OUTPUT_TYPES), ("inputs", _INPUT_TYPES)):
+    for key, types in (("outputs", _OUTPUT_TYPES), ("inputs", _INPUT_TYPES), ("takes", _OUTPUT_TYPES)):
         for i, item in enumerate(entry.get(key, [])):
             if not isinstance(item, dict):
                 return f"{key}[{i}] is {_kind(item)}, not a table"

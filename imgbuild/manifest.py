@@ -126,6 +126,9 @@ class TargetTable(Params):
     mask: str | None = Field(
         None, description="PNG with alpha, same size as the first input; only with images."
     )
+    candidates: Annotated[int, Field(ge=2, le=10)] | None = Field(
+        None, description="Ask for this many takes (2-10) of the same spec; `imgbuild pick` chooses the output."
+    )
 
 
 class ManifestFile(_Strict):

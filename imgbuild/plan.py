@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .cache import LocalCache, OutputInfo, RunRecord
 from .pricing import estimate_usd
 from .spec import InputRef, Spec, changed_fields
+from .takes import Takes, annotate, choose, images_asked
 
 if TYPE_CHECKING:
     from .lockfile import Lock
@@ -57,6 +58,8 @@ class Decision:
     # Locked bytes the cache lacks but a file in the project still holds (sha256 → path), e.g. a
     # fresh checkout without the cache after an output was renamed: RESTORE caches them first.
     sources: dict[str, str] = field(default_factory=dict)
+    # A target with candidates: the takes of its spec and the pick (takes.py); None otherwise.
+    takes: Takes | None = None
 
     @property
     def reason(self) -> str:
@@ -127,6 +130,7 @@ class Planner:
 
     def decide(self, name: str) -> Decision:
         decision = self._decide(name)
+        annotate(decision, self.targets[name], self.lock.get(name))
         self.decisions[name] = decision
         return decision
 
@@ -172,12 +176,14 @@ class Planner:
                             [f"{hand_made[0]} {what}: `imgbuild accept {name}` adopts it, --force overwrites it"],
                             spec, promised=on_disk)
         run = None if forced else self.cache.get_run(spec.digest)
+        run, takes = choose(target, entry, spec.digest, run)
         if run is not None and len(run.outputs) == len(target.outputs):
             promised = tuple(o.sha256 for o in run.outputs)
             if entry is None:
                 return Decision(name, State.RESTORE, Action.RESTORE, ["built before: in the cache"], spec, run,
-                                promised=promised)
-            return Decision(name, state, Action.RESTORE, [*reasons, "in the cache"], spec, run, promised=promised)
+                                promised=promised, takes=takes)
+            return Decision(name, state, Action.RESTORE, [*reasons, "in the cache"], spec, run, promised=promised,
+                            takes=takes)
         if forced:
             reasons = [*reasons, "forced"] if reasons else ["forced"]
         return Decision(name, state, Action.REQUEST, reasons, spec, estimate_usd=self.estimate(target),
@@ -279,7 +285,7 @@ def estimate_of(target: Target, prices: Mapping[str, Any]) -> float:
     """What one request for ``target`` should cost at ``prices``."""
     p = target.params
     return estimate_usd(
-        size=p["size"], quality=p["quality"], n=p["n"], prompt_chars=len(target.prompt),
+        size=p["size"], quality=p["quality"], n=images_asked(p), prompt_chars=len(target.prompt),
         input_images=len(target.images), prices=prices,
     )
 

@@ -413,6 +413,13 @@ class Project:
         finally:
             self.cache.discard_staging(staging)
 
+    def pick(self, name: str, take: int) -> None:
+        """Make take ``take`` (1-based) of target ``name``, which has candidates, its output: no
+        request; the pick is recorded in the lock with the target's spec (see takes.py)."""
+        from .takes import pick
+
+        pick(self, name, take)
+
     def accept(self, names: Sequence[str]) -> list[str]:
         """Record the outputs now on disk as the named targets' outputs for their current spec.
         The files go into the cache too, so that clean + build brings them back."""

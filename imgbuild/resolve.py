@@ -350,6 +350,8 @@ class _TargetResolver:
         if edit:
             self._edit_moderation(at, params, given)
         self._check_params(at, params, given)
+        if table.candidates is not None:
+            self._candidates(at, params, table.candidates)
         if fmt in ("jpeg", "webp"):
             params["output_compression"] = merged.get("output_compression", DEFAULT_COMPRESSION)
         elif "output_compression" in given:
@@ -374,6 +376,13 @@ class _TargetResolver:
             prompt_file=self.paths.confine(table.prompt_file) if table.prompt_file else None,
             revision=merged.get("revision", 0), pinned=merged.get("pinned", False), extra=extra,
         )
+
+    def _candidates(self, at: str, params: dict[str, Any], count: int) -> None:
+        """K takes of one spec: part of the spec, and asked as n = K (see takes.py)."""
+        if params["n"] > 1:
+            self.problem(f"{at}.candidates", f"candidates and n = {params['n']} do not go together: candidates "
+                                             "asks for takes of one image to pick from; remove one of them")
+        params["candidates"] = count
 
     def _edit_moderation(self, at: str, params: dict[str, Any], given: dict[str, Any]) -> None:
         """The edit endpoint defines no `moderation`: it is never sent with an edit, and one set

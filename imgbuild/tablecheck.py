@@ -30,11 +30,11 @@ _CHOICES = {
     "background": ("transparent", "opaque", "auto"),
     "moderation": ("low", "auto"),
 }
-_RANGES = {"output_compression": (0, 100), "n": (1, 10), "revision": (0, None)}
+_RANGES = {"output_compression": (0, 100), "n": (1, 10), "revision": (0, None), "candidates": (2, 10)}
 _STRINGS = ("size", "prompt", "prompt_file", "output", "mask")
 # TargetTable's fields, in the model's order (model_dump's order).
 FIELDS = ("size", "quality", "output_format", "background", "moderation", "output_compression", "n",
-          "revision", "pinned", "extra", "prompt", "prompt_file", "output", "images", "mask")
+          "revision", "pinned", "extra", "prompt", "prompt_file", "output", "images", "mask", "candidates")
 
 
 def _sure(key: str, value: Any) -> bool:

@@ -100,8 +100,13 @@ class ApiServer:
 
     def __init__(self, mode: str = "openai", *, key: str = TEST_KEY, latency_s: float = 0.0,
                  port: int = 0, extra_fields: tuple[str, ...] = (), transparent_ok: bool = True,
-                 usd_per_image: float = 0.0537, escape_slashes: bool = False) -> None:
+                 usd_per_image: float = 0.0537, escape_slashes: bool = False,
+                 distinct_images: bool = False) -> None:
         self.mode, self.key, self.latency_s = mode, key, latency_s
+        # As the real API: every PNG served is another image (a counter in a tEXt chunk), so that
+        # the takes of one request differ. Off by default: most tests compare bytes across requests.
+        self.distinct_images = distinct_images
+        self._distinct = itertools.count(1)
         self.escape_slashes = escape_slashes
         self.extra_fields, self.transparent_ok, self.usd_per_image = (
             extra_fields, transparent_ok, usd_per_image)

@@ -51,6 +51,19 @@ def _rendered(width: int, height: int, fmt: str, transparent: bool) -> Rendered:
     return Rendered(data, base64.b64encode(data), hashlib.sha256(data).hexdigest())
 
 
+def _distinct(api: ApiServer, png_data: bytes, n: int) -> list[tuple[bytes, bytes, str]]:
+    """``n`` different PNGs, each ``png_data`` with a tEXt chunk holding a serial number before
+    its IEND: (bytes, base64, sha256) of each."""
+    out = []
+    for _ in range(n):
+        text = b"imgbuild-test\0" + str(next(api._distinct)).encode()
+        chunk = struct.pack(">I", len(text)) + b"tEXt" + text
+        chunk += struct.pack(">I", zlib.crc32(b"tEXt" + text) & 0xFFFFFFFF)
+        data = png_data[:-12] + chunk + png_data[-12:]  # IEND is the last 12 bytes
+        out.append((data, base64.b64encode(data), hashlib.sha256(data).hexdigest()))
+    return out
+
+
 def serve_api(h: _Handler) -> None:
     api = h.api
     rec = api._arrive(h, api=True)
@@ -178,20 +191,21 @@ def _success(api: ApiServer, fields: dict[str, Any], parsed: dict[str, Any],
     elif fault == "undecodable":
         image = image[: len(image) // 2]
         encoded, sha256 = base64.b64encode(image), hashlib.sha256(image).hexdigest()
-    for _ in range(n):
-        api._served(sha256)
+    images = _distinct(api, image, n) if api.distinct_images and fmt == "png" and not fault else None
+    for i in range(n):
+        api._served(images[i][2] if images else sha256)
     body: dict[str, Any] = {"created": 1_700_000_000}
     if api.mode == "aimlapi":
         inline = parsed["response_format"] == "b64_json"
         host = f"localhost:{api.port}"  # another host name than the API's 127.0.0.1
         data = []
-        for _ in range(n):
-            token = api._store(image, CONTENT_TYPES.get(fmt, "image/png"), fault)
+        for i in range(n):
+            token = api._store(images[i][0] if images else image, CONTENT_TYPES.get(fmt, "image/png"), fault)
             url = f"http://{host}/files/{token}{EXTENSIONS[fmt]}"
             if fault == "url_scheme":
                 url = f"file:///tmp/{token}{EXTENSIONS[fmt]}"
-            data.append({"url": None if inline else url,
-                         "b64_json": IMAGE_SLOT if inline else None})
+            slot = (images[i][1].decode() if images else IMAGE_SLOT) if inline else None
+            data.append({"url": None if inline else url, "b64_json": slot})
         usd = round(api.usd_per_image * n, 6)
         body.update(data=data, meta={"usage": {"credits_used": int(usd * 2_000_000),
                                                "usd_spent": usd}})
@@ -202,7 +216,8 @@ def _success(api: ApiServer, fields: dict[str, Any], parsed: dict[str, Any],
     image_tokens = 1_000 * input_images
     output_tokens = n * round(OUTPUT_TOKENS_1024[parsed["quality"]] * width * height / 1024**2)
     body.update(
-        data=[{"b64_json": IMAGE_SLOT} for _ in range(n)], size=f"{width}x{height}",
+        data=[{"b64_json": images[i][1].decode() if images else IMAGE_SLOT} for i in range(n)],
+        size=f"{width}x{height}",
         quality=parsed["quality"], output_format=fmt, background=parsed["background"],
         usage={"input_tokens": text_tokens + image_tokens, "output_tokens": output_tokens,
                "total_tokens": text_tokens + image_tokens + output_tokens,

@@ -121,6 +121,15 @@ FIELD_FACTS: dict[tuple[str, str], tuple[str | None, str, str]] = {
                               "to edit. At most 4 MB. Its size is compared with the first input "
                               "file's, or, when another target makes that input, with that "
                               "target's `size`."),
+    ("TargetTable", "candidates"): ("none: one take", "yes",
+                                    "One request with `n = K` (K requests of one on aimlapi "
+                                    "generations). Every take goes into the cache and the lock "
+                                    "(`takes`); the output holds take 1 until `imgbuild pick "
+                                    "NAME K` chooses another, with no request (`pick`). A pick "
+                                    "stays with its spec: renaming the output or reformatting "
+                                    "keeps it, reverting to that spec brings the picked take back "
+                                    "for free; a spec change asks for new takes. Not with "
+                                    "`n > 1`; not in `[defaults]`."),
 }
 
 TITLES = {
@@ -212,6 +221,7 @@ images.toml: images.hero-crowned.images[1]: art/crown.png does not exist and no 
   target makes that input and its `size` is `"auto"`, this is checked once it is built);
 - at most {max_images} input images; `extra` does not override a field imgbuild sends, change the
   answer's shape, or set a field the target's endpoint does not define; no `moderation` on an edit;
+- `candidates` (2–10) not together with `n > 1`;
 - the provider's own rules ([below](#provider-rules)) for size, quality, format, `n` and
   transparency, so that what the provider would reject is rejected here first;
 - the provider table: a known preset, `base_url` for `compatible` (and no `api_key_env` it may not choose), no
