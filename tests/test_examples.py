@@ -45,6 +45,7 @@ class Expected:
     outputs: tuple[str, ...]
     images: tuple[str, ...]
     mask: str | None
+    takes: int = 0  # candidates: the takes one request asks for (n on the wire); one output
 
     @property
     def size(self) -> tuple[int, int]:
@@ -84,12 +85,15 @@ def declared(root: Path) -> dict[str, Expected]:
         n = params["n"]
         stem, ext = output.rsplit(".", 1)
         outputs = (output,) if n == 1 else tuple(f"{stem}-{i}.{ext}" for i in range(1, n + 1))
+        takes = merged.get("candidates", 0)
+        if takes:
+            params["n"] = takes
         if "prompt" in table:
             prompt = table["prompt"]
         else:
             prompt = (root / table["prompt_file"]).read_text(encoding="utf-8").strip()
         targets[name] = Expected(name, _substitute(prompt, variables), params, outputs,
-                                 tuple(table.get("images", ())), table.get("mask"))
+                                 tuple(table.get("images", ())), table.get("mask"), takes)
     return targets
 
 
@@ -196,7 +200,12 @@ def assert_requests_as_declared(server: ApiServer, project: Project, targets: di
 
 def assert_outputs_are_what_the_server_sent(server: ApiServer, project: Project,
                                             targets: dict[str, Expected]) -> None:
-    written = [sha256(project.root / rel) for t in targets.values() for rel in t.outputs]
+    written = [sha256(project.root / rel) for t in targets.values() if not t.takes for rel in t.outputs]
+    lock = project.lock()["targets"]
+    for t in (t for t in targets.values() if t.takes):  # every take kept; the output holds take 1
+        takes = [take["sha256"] for take in lock[t.name]["takes"]]
+        assert len(takes) == t.takes and sha256(project.root / t.outputs[0]) == takes[0]
+        written += takes
     assert collections.Counter(written) == collections.Counter(server.served)
 
 
