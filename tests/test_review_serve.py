@@ -12,6 +12,7 @@ import base64
 import hashlib
 import http.client
 import io
+import json
 import os
 import re
 import shutil
@@ -288,3 +289,75 @@ def test_a_busy_port_is_one_line_and_exit_1(shared: tuple[Project, Served]) -> N
     assert result.code == 1
     assert result.err.strip().splitlines() == [result.err.strip()]
     assert "--port" in result.err
+
+
+def test_a_click_on_a_pick_button_does_what_imgbuild_pick_does_without_a_reload(game: Project, served: Served,
+                                                                                 tab: Any) -> None:
+    takes = [t["sha256"] for t in game.lock()["targets"]["icon-potion"]["takes"]]
+    assert len(set(takes)) == 3
+    tab.goto(served.url)
+    tab.evaluate("window.sameDocument = true")
+    card = tab.locator('article[data-target="icon-potion"]')
+    assert "3 takes, none picked" in card.locator("section.takes h3").inner_text()
+
+    tab.click('button[data-target="icon-potion"][data-take="2"]')
+
+    tab.wait_for_function("() => document.querySelector('article[data-target=\"icon-potion\"] figure.picked "
+                          "button[data-take=\"2\"]') !== null")
+    assert "take 2 of 3" in card.locator("section.takes h3").inner_text()
+    assert tab.evaluate("window.sameDocument") is True
+    assert tab.locator("#message").inner_text() == "picked take 2 of icon-potion"
+    entry = game.lock()["targets"]["icon-potion"]
+    assert entry["pick"] == 2
+    assert hashlib.sha256(game.read("assets/icons/potion.png")).hexdigest() == takes[1] == entry["outputs"][0]["sha256"]
+    status = game.run("status", "icon-potion", "--provider", "placeholder").out
+    assert "take 2 of 3" in status
+
+
+def test_a_pick_through_the_server_and_one_by_the_command_leave_the_same_lock(game: Project, served: Served,
+                                                                               tmp_path: Path) -> None:
+    twin = Project(tmp_path / "twin", game.cache)
+    shutil.copytree(game.root, twin.root, symlinks=True)
+    assert twin.run("pick", "icon-potion", "3", "--provider", "placeholder").code == 0
+    status, answer = served.request("POST", f"/{served.token}/api/pick", body=b'{"target": "icon-potion", "take": 3}',
+                                    headers={"Content-Type": "application/json"})
+    assert status == 200, answer
+    strip = lambda lock: {n: {k: v for k, v in e.items() if k != "built_at"} for n, e in lock["targets"].items()}
+    assert strip(game.lock()) == strip(twin.lock())
+    assert game.read("assets/icons/potion.png") == twin.read("assets/icons/potion.png")
+
+
+@pytest.mark.parametrize("body, said", [
+    (b'{"target": "icon-potion", "take": 4}', "icon-potion has 3 takes: pick one of 1 to 3, not 4"),
+    (b'{"target": "slime", "take": 1}', "slime has no candidates"),
+    (b'{"target": "nope", "take": 1}', "nope"),
+    (b'{"target": "icon-potion", "take": "2"}', "a pick is"),
+    (b'not json', "a pick is"),
+])
+def test_a_bad_pick_is_one_line_and_changes_nothing(shared: tuple[Project, Served], body: bytes, said: str) -> None:
+    game, served = shared
+    before = _files(game)
+    status, answer = served.request("POST", f"/{served.token}/api/pick", body=body,
+                                    headers={"Content-Type": "application/json"})
+    assert status == 400
+    error = json.loads(answer)["error"]
+    assert said in error and "\n" not in error
+    assert _files(game) == before
+
+
+def test_a_pick_from_another_origin_gets_403(shared: tuple[Project, Served]) -> None:
+    game, served = shared
+    before = _files(game)
+    status, _ = served.request("POST", f"/{served.token}/api/pick", body=b'{"target": "icon-potion", "take": 2}',
+                               headers={"Content-Type": "application/json", "Origin": "http://evil.example"})
+    assert status == 403
+    assert _files(game) == before
+
+
+def test_the_page_on_disk_says_which_command_picks(game: Project, tab: Any) -> None:
+    assert game.run("review", "--provider", "placeholder").code == 0
+    before = _files(game)
+    tab.goto((game.root / ".imgbuild/review/index.html").as_uri())
+    tab.click('button[data-target="icon-potion"][data-take="2"]')
+    assert "imgbuild pick icon-potion 2" in tab.locator("#message").inner_text()
+    assert _files(game) == before

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..spec import InputRef, Spec, changed_fields
+from ..takes import from_entry
 from . import history
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class Card:
     inputs: list[tuple[str, Shown | None]] = field(default_factory=list)
     takes: list[Shown | None] = field(default_factory=list)
     pick: int | None = None
+    takes_line: str = ""  # status's words: `3 takes, none picked` / `take 2 of 3`
     cost_usd: float | None = None
     built_at: str = ""
     provider: str = ""
@@ -77,8 +79,9 @@ def _card(project: Project, decision: Decision, past: list[dict[str, Any]]) -> C
         info = locked.get(rel, {})
         outputs.append((rel, _on_disk(project, rel, info) or _cached(project, info)))
     inputs = [(rel, _on_disk(project, rel, {})) for rel in (*target.images, *((target.mask,) if target.mask else ()))]
-    takes = [_cached(project, t) if isinstance(t, dict) else None for t in entry.get("takes", []) or []]
-    pick = entry.get("pick")
+    recorded = from_entry(entry)  # the lock's takes, read as status reads them
+    takes = [_cached(project, {"sha256": t.sha256, "width": t.width, "height": t.height})
+             for t in (recorded.takes if recorded else ())]
     current = _spec_of_entry(entry) if entry.get("spec") else decision.spec
     earlier = []
     for line in past:
@@ -94,7 +97,7 @@ def _card(project: Project, decision: Decision, past: list[dict[str, Any]]) -> C
     return Card(
         name=decision.name, state=str(decision.state), reason=decision.reason, prompt=target.prompt,
         params=dict(target.params), outputs=outputs, inputs=inputs, takes=takes,
-        pick=pick if isinstance(pick, int) and not isinstance(pick, bool) else None,
+        pick=recorded.pick if recorded else None, takes_line=recorded.line if recorded else "",
         cost_usd=entry.get("cost_usd"), built_at=str(entry.get("built_at", "")),
         provider=str(entry.get("provider", "")), earlier=earlier,
     )

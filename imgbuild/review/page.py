@@ -102,8 +102,7 @@ def card_html(card: Card, links: Links, have: dict[str, bool]) -> str:
                       f'{" disabled" if picked else ""}>{"picked" if picked else f"pick take {k}"}</button>')
             figures.append(_figure(take, links, have, "take picked" if picked else "take",
                                    f"{card.name}: take {k}", _e(label), button))
-        note = f"take {card.pick} of {len(card.takes)}" if card.pick else f"{len(card.takes)} takes, none picked"
-        parts.append(f'<section class="takes"><h3>takes <span class="note">{_e(note)}</span></h3>'
+        parts.append(f'<section class="takes"><h3>takes <span class="note">{_e(card.takes_line)}</span></h3>'
                      f'<div class="images">{"".join(figures)}</div></section>')
     params = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in sorted(card.params.items()))
     parts.append(f'<p class="prompt">{_e(card.prompt)}</p><dl class="params">{params}</dl>')
