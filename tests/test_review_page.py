@@ -122,3 +122,13 @@ def test_the_build_remembers_each_new_lock_entry_once(game: Project) -> None:
     game.run("clean")
     game.build("--provider", "placeholder")  # restored as locked: the same entries
     assert history.read_text().splitlines() == lines
+
+
+def test_open_hands_the_page_to_the_browser(game: Project, tmp_path: Path) -> None:
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" > "{opened}"\n')
+    browser.chmod(0o755)
+    result = game.run("review", "--open", "--provider", "placeholder", env={"BROWSER": str(browser)})
+    assert result.code == 0, result.err
+    assert opened.read_text().strip() == (game.root / PAGE).resolve().as_uri()

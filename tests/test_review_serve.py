@@ -361,3 +361,19 @@ def test_the_page_on_disk_says_which_command_picks(game: Project, tab: Any) -> N
     tab.click('button[data-target="icon-potion"][data-take="2"]')
     assert "imgbuild pick icon-potion 2" in tab.locator("#message").inner_text()
     assert _files(game) == before
+
+
+def test_open_hands_the_served_url_to_the_browser(game: Project, tmp_path: Path) -> None:
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" > "{opened}"\n')
+    browser.chmod(0o755)
+    game.env["BROWSER"] = str(browser)
+    server = serve(game, "--open")
+    try:
+        deadline = time.monotonic() + 10
+        while not (opened.exists() and opened.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert opened.read_text().strip() == server.url
+    finally:
+        server.stop()
