@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from .cache import LocalCache, OutputInfo, RunRecord
+from .derive import RECIPE_MODEL
 from .pricing import estimate_usd
 from .spec import InputRef, Spec, changed_fields
 
@@ -57,6 +58,7 @@ class Decision:
     # Locked bytes the cache lacks but a file in the project still holds (sha256 → path), e.g. a
     # fresh checkout without the cache after an output was renamed: RESTORE caches them first.
     sources: dict[str, str] = field(default_factory=dict)
+    derived: bool = False  # made locally (imgbuild.derive): its REQUEST or WAIT is free, no request
 
     @property
     def reason(self) -> str:
@@ -118,6 +120,8 @@ class Planner:
 
     def spec_of(self, target: Target, digests: Mapping[str, str]) -> Spec:
         refs = [InputRef("image", p, digests[p]) for p in target.images]
+        if target.derived:  # its recipe, its inputs and our version of the recipe: never the provider's model
+            return Spec(RECIPE_MODEL, "", target.params, tuple(refs), 0, {})
         if target.mask:
             refs.append(InputRef("mask", target.mask, digests[target.mask]))
         return Spec(self.model, target.prompt, target.params, tuple(refs), target.revision, target.extra)
@@ -127,6 +131,7 @@ class Planner:
 
     def decide(self, name: str) -> Decision:
         decision = self._decide(name)
+        decision.derived = self.targets[name].derived
         self.decisions[name] = decision
         return decision
 
@@ -276,7 +281,9 @@ class Planner:
 
 
 def estimate_of(target: Target, prices: Mapping[str, Any]) -> float:
-    """What one request for ``target`` should cost at ``prices``."""
+    """What one request for ``target`` should cost at ``prices`` (a derived target makes none)."""
+    if target.derived:
+        return 0.0
     p = target.params
     return estimate_usd(
         size=p["size"], quality=p["quality"], n=p["n"], prompt_chars=len(target.prompt),

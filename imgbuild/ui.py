@@ -110,11 +110,13 @@ class Reporter:
             return
         for row in decision_rows(decisions, cost=True):
             self._print(row)
-        todo = sum(1 for d in decisions if d.action in ("request", "wait"))
+        todo = sum(1 for d in decisions if d.action in ("request", "wait") and not d.derived)
+        local = sum(1 for d in decisions if d.action in ("request", "wait") and d.derived)
         estimate = money(total_usd)
         if real is not None:
             estimate += f" with the placeholder ({real[0]} would charge ~{money(real[1])})"
-        self._print(f"plan: {todo} request(s) at most, estimated {estimate}; nothing was done (-n)")
+        made = f" and {local} derived target(s) made locally, free" if local else ""
+        self._print(f"plan: {todo} request(s) at most{made}, estimated {estimate}; nothing was done (-n)")
 
     def summary(self, s: Summary) -> None:
         self._print(summary_line(s))
