@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -54,8 +55,11 @@ def manifest(derivations: int, requests: int) -> str:
     return "\n".join(lines)
 
 
+CPU_S: list[float] = []  # CPU seconds (user + system) of each build, workers included
+
+
 def build(root: Path, text: str, env: dict[str, str]) -> float:
-    """One build from nothing: seconds of wall time."""
+    """One build from nothing: seconds of wall time (its CPU seconds go to CPU_S)."""
     for rel in ("site", "build", ".imgbuild", "cache", "images.lock"):
         path = root / rel
         if path.is_dir():
@@ -64,10 +68,13 @@ def build(root: Path, text: str, env: dict[str, str]) -> float:
             path.unlink()
     (root / "images.toml").write_text(text)
     env = {**os.environ, "IMGBUILD_CACHE_DIR": str(root / "cache"), **env}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "imgbuild", "-C", str(root), "build", "-q"], env=env,
                           capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_S.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"build failed:\n{done.stdout}\n{done.stderr}")
     return elapsed
@@ -97,8 +104,11 @@ def main() -> int:
     only_derived = manifest(args.derivations, 0)
     print(f"(a) load before: {load()}")
     one = median_of(args.runs, root, only_derived, {"IMGBUILD_DERIVE_WORKERS": "1"})
+    cpu = statistics.median(CPU_S)
     two = median_of(args.runs, root, only_derived, {"IMGBUILD_DERIVE_WORKERS": "2"})
     speedup = one / two
+    print(f"(a) CPU per build {cpu:.2f} s ({1000 * cpu / args.derivations:.0f} ms a derivation, "
+          "start-up included)")
     print(f"(a) 1 worker {one:.2f} s, 2 workers {two:.2f} s: speed-up {speedup:.2f}x "
           f"({args.derivations / two:.0f} derivations/s); bar 1.6x: {'pass' if speedup >= 1.6 else 'FAIL'}; "
           f"load after: {load()}")

@@ -240,3 +240,22 @@ def test_derived_work_is_not_held_behind_requests_in_flight(project: Project) ->
     assert result.code == 0, result.err
     built = [e["target"] for e in result.events if e.get("event") == "built"]
     assert sorted(built[:4]) == [f"icon-{i}" for i in range(4)], built
+
+
+def test_an_edit_elsewhere_validates_only_that_table_and_keeps_the_derived_targets(project: Project,
+                                                                                 tmp_path: Any) -> None:
+    other = """
+    [images.other]
+    prompt = "a fox"
+    """
+    project.manifest(WEB + other)
+    assert project.build().code == 0
+    project.manifest(WEB + other.replace("a fox", "a fox asleep"))
+    trace = tmp_path / "validated"
+
+    result = project.build(env={"IMGBUILD_TRACE_VALIDATION": str(trace)})
+
+    assert trace.read_text().split() == ["other"]  # the derived targets came from the last build's state
+    assert _built(result) == ["other"]
+    assert result.summary["up_to_date"] == 4
+    assert project.run("check").code == 0

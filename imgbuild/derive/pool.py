@@ -93,6 +93,8 @@ class DerivePool:
         return self._pool
 
     async def run(self, job: Job) -> None:
+        if self._pool is None:  # starting the fork server and its first workers takes a moment
+            await asyncio.to_thread(self._executor)
         await asyncio.get_running_loop().run_in_executor(self._executor(), run, job)
 
     def shutdown(self) -> None:
