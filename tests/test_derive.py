@@ -186,6 +186,7 @@ def test_a_dry_run_shows_derived_targets_at_no_cost_and_builds_nothing(start_api
     result = project.run("build", "-n", env={KEY_ENV: server.key})
 
     assert result.code == 0, result.err
+    assert "logo-small new $0.00" in _says(result.out)
     assert "plan: 0 request(s) at most and 1 derived target(s) made locally, free, estimated $0.00" in result.out
     assert not (project.root / "site/logo.png").exists()
     assert server.api_requests() == []
