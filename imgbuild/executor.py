@@ -616,7 +616,7 @@ class Executor:
     async def _derive(self, decision: Decision) -> bool:
         """Make a derived target in the process pool; then it goes the way of a request's images:
         into the cache, the run cache, the outputs and the lock (a restore of what was just made)."""
-        from .derive.ops import DeriveError
+        from .derive import DeriveError
         from .derive.pool import DerivePool, Job
 
         name = decision.name

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from conftest import Project
-from imgbuild.derive.ops import DeriveError, derive_one
+from imgbuild.derive import DeriveError
+from imgbuild.derive.ops import derive_one
 
 WIDE = (1536, 1024)  # a generation's landscape size: not square, so every fit mode differs
 

@@ -17,3 +17,8 @@ from __future__ import annotations
 # settings): every derived target is then made again, free. Part of every derived spec.
 RECIPE_VERSION = 1
 RECIPE_MODEL = f"imgbuild-derive/{RECIPE_VERSION}"
+
+
+class DeriveError(Exception):
+    """What only the image shows: the target cannot be made from it (one line, with its real size).
+    Raised in a worker, it reaches the executor as it is (its message is its only argument)."""

@@ -16,13 +16,10 @@ from typing import Any
 from PIL import Image
 
 from ..images import MAX_DECODE_PIXELS
+from . import DeriveError
 
 Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
 LANCZOS = Image.Resampling.LANCZOS
-
-
-class DeriveError(Exception):
-    """What only the image shows: the target cannot be made from it (one line, with its real size)."""
 
 
 def open_image(data: bytes, label: str) -> Image.Image:

@@ -46,7 +46,8 @@ class Job:
 def run(job: Job) -> None:
     """In a worker: read the inputs, make the outputs. Inputs whose bytes are not the spec's (saved
     since the plan) fail the target: its spec must say what it was made from."""
-    from .ops import DeriveError, derive_one, open_image
+    from . import DeriveError
+    from .ops import derive_one, open_image
 
     datas = []
     for path, label, sha in job.inputs:
