@@ -53,6 +53,9 @@ BASE = """
      "images.toml: images.bad.padding: padding goes around a trimmed image: add trim = true, or remove it"),
     ('sheet = ["art/hero.png"]\noutput = "game/sheet.webp"',
      "images.toml: images.bad.output: a sheet is a PNG, not webp"),
+    ('from = "art/hero.png"\nmatte = "#000000"',
+     "images.toml: images.bad.matte: png keeps transparency (and contain pads it transparent): matte is for "
+     "jpeg output; remove it"),
     ('sheet = ["sprites/*.png"]',
      "images.toml: images.bad.sheet[0]: sprites/*.png matches no declared output and no committed file"),
 ])
@@ -84,7 +87,7 @@ def _git(project: Project, *args: str) -> None:
                    capture_output=True)
 
 
-def test_a_sheet_glob_matches_declared_outputs_and_committed_files_never_other_files_on_disk(
+def test_a_sheet_glob_matches_declared_images_and_committed_files_never_other_files_on_disk(
         project: Project) -> None:
     project.png("sprites/committed.png", size=(8, 8))
     project.manifest(BASE + """
@@ -93,8 +96,12 @@ def test_a_sheet_glob_matches_declared_outputs_and_committed_files_never_other_f
         resize = "16x"
         output = "sprites/made.png"
 
+        [images.small-sheet]
+        sheet = ["sprites/committed.png"]
+        output = "sprites/small.png"    # and its atlas, sprites/small.json: not an image, not a frame
+
         [images.pack]
-        sheet = ["sprites/*.png"]
+        sheet = ["sprites/*"]
         output = "game/pack.png"
         """)
     _git(project, "init", "-q")
@@ -106,4 +113,4 @@ def test_a_sheet_glob_matches_declared_outputs_and_committed_files_never_other_f
 
     assert result.code == 0, result.err
     frames = json.loads(project.read("game/pack.json"))["frames"]
-    assert sorted(frames) == ["committed", "made"]
+    assert sorted(frames) == ["committed", "made", "small"]

@@ -128,7 +128,9 @@ FIELD_FACTS: dict[tuple[str, str], tuple[str | None, str, str]] = {
     ("TargetTable", "sheet"): ("—", "content digests and frame names, in order",
                                "A sprite sheet: these images packed into one PNG, with an atlas. "
                                "A glob (`sprites/*.png`, `**/`) is matched against the outputs "
-                               "the manifest declares and the files git tracks, never the disk. "
+                               "the manifest declares and the files git tracks, never the disk, "
+                               "and finds images only (`.png`, `.jpg`, `.jpeg`, `.webp`: not an "
+                               "atlas). "
                                "`sheet = []` is an error."),
     ("TargetTable", "crop"): ("none", "yes", "Width and height at least 1, x and y at least 0. A "
                               "crop outside the image fails that target (with the image's size)."),

@@ -33,6 +33,7 @@ FROM_FIELDS = ("crop", "trim", "resize", "fit", "matte")
 SHEET_FIELDS = ("columns", "atlas")
 _RESIZE = re.compile(r"^(\d*)x(\d*)$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")  # what a glob finds: not another sheet's atlas
 
 
 def is_derived(table: Any) -> bool:
@@ -180,9 +181,8 @@ def _from_operations(resolver: _TargetResolver, at: str, table: Any, fmt: str, p
     if fmt == "jpeg":
         params["matte"] = (table.matte or DEFAULT_MATTE).lower()
     elif table.matte is not None:
-        if params.get("fit") != "contain":
-            resolver.problem(f"{at}.matte", f"{fmt} keeps transparency: matte is for jpeg output (or contain "
-                                            "into jpeg); remove it")
+        resolver.problem(f"{at}.matte", f"{fmt} keeps transparency (and contain pads it transparent): matte "
+                                        "is for jpeg output; remove it")
 
 
 def _output(resolver: _TargetResolver, where: str, name: str, value: str | None, fmt: str | None) -> str | None:
@@ -233,7 +233,8 @@ def expand_sheets(resolver: _TargetResolver, targets: dict[str, Target], problem
             if tracked is None:
                 tracked = _tracked(resolver.root)
             pattern = _glob_regex(entry)
-            found = sorted({p for p in (*declared, *tracked) if pattern.fullmatch(p)} - set(target.outputs))
+            found = sorted({p for p in (*declared, *tracked)
+                            if pattern.fullmatch(p) and p.lower().endswith(IMAGE_EXTENSIONS)} - set(target.outputs))
             if not found:
                 problems.append(Problem(f"{at}[{i}]", f"{entry} matches no declared output and no committed file"))
                 bad = True
