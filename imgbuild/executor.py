@@ -186,6 +186,8 @@ class Executor:
         self._cache_error: OSError | None = None
         self._restoring: set[asyncio.Task[Any]] = set()
         self._restore_pool: ThreadPoolExecutor | None = None
+        self._deriving: set[asyncio.Task[Any]] = set()
+        self._derive_pool: Any = None  # imgbuild.derive.pool.DerivePool, imported at the first derived target
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -207,8 +209,11 @@ class Executor:
         for name, ds in deps.items():
             for d in ds:
                 users[d].append(name)
-        ready = [(index[n], n) for n, count in waiting.items() if count == 0]
+        # Derived targets wait apart: they need no request slot, so they start while -j requests fly.
+        local = [(index[n], n) for n, count in waiting.items() if count == 0 and self._local(n)]
+        ready = [(index[n], n) for n, count in waiting.items() if count == 0 and not self._local(n)]
         heapq.heapify(ready)
+        heapq.heapify(local)
         results: dict[str, bool] = {}
         running: dict[asyncio.Task[bool], str] = {}
         self.lock_writer.open()
@@ -218,13 +223,11 @@ class Executor:
             for user in users[name]:
                 waiting[user] -= 1
                 if waiting[user] == 0:
-                    heapq.heappush(ready, (index[user], user))
+                    heapq.heappush(local if self._local(user) else ready, (index[user], user))
 
         try:
-            while ready or running:
-                while ready and len(running) - len(self._restoring) < self.jobs \
-                        and len(self._restoring) < RESTORE_JOBS:
-                    _, name = heapq.heappop(ready)
+            while ready or local or running:
+                while (name := self._next_ready(ready, local, len(running))) is not None:
                     failed_deps = [d for d in deps[name] if not results[d]]
                     if failed_deps:
                         self._skip(name, f"depends on {', '.join(failed_deps)}, which was not built")
@@ -240,7 +243,7 @@ class Executor:
                         break
                     if isinstance(outcome, asyncio.Task):
                         running[outcome] = name
-                        if outcome not in self._restoring:
+                        if outcome not in self._restoring and outcome not in self._deriving:
                             self._requests.add(outcome)
                     else:
                         complete(name, outcome)
@@ -250,10 +253,13 @@ class Executor:
                         name = running.pop(task)
                         self._requests.discard(task)
                         self._restoring.discard(task)
+                        self._deriving.discard(task)
                         complete(name, self._outcome(name, task))
         finally:
             if self._restore_pool is not None:
                 self._restore_pool.shutdown()
+            if self._derive_pool is not None:
+                await asyncio.to_thread(self._derive_pool.shutdown)
             self._say_uncached()
             await self.lock_writer.flush()
             try:
@@ -268,6 +274,29 @@ class Executor:
                 loop.remove_signal_handler(signal.SIGINT)
             provider_log.removeHandler(notices)
         return self.summary
+
+    def _local(self, name: str) -> bool:
+        return self.project.targets[name].derived
+
+    def _next_ready(self, ready: list[tuple[int, str]], local: list[tuple[int, str]], running: int) -> str | None:
+        """The next target to start, in build order: a request target while fewer than ``jobs``
+        requests are in flight, a derived one while the pool has room (it is never held behind
+        requests), and neither while the restore pool is full."""
+        if len(self._restoring) >= RESTORE_JOBS:
+            return None
+        room = running - len(self._restoring) - len(self._deriving) < self.jobs
+        if local and len(self._deriving) < self._derive_slots() and (not room or not ready or local[0] < ready[0]):
+            return heapq.heappop(local)[1]
+        if ready and room:
+            return heapq.heappop(ready)[1]
+        return None
+
+    def _derive_slots(self) -> int:
+        """Derived jobs handed to the pool at once: enough to keep every worker busy, few enough
+        that the order stays the build order."""
+        from .derive.pool import default_workers
+
+        return 2 * (self._derive_pool.workers if self._derive_pool is not None else default_workers())
 
     def _with_work(self) -> list[str]:
         """The order without the targets planned up to date: they are final (nothing replaces
@@ -353,6 +382,10 @@ class Executor:
         if decision.action is Action.RESTORE:
             task = asyncio.create_task(self._restore_in_pool(decision))
             self._restoring.add(task)
+            return task
+        if self.project.targets[name].derived:  # made locally, free: no budget, no provider
+            task = asyncio.create_task(self._derive(decision))
+            self._deriving.add(task)
             return task
         limit = self.options.max_cost_usd
         reserve = self._reserve(decision)
@@ -588,6 +621,42 @@ class Executor:
             return True
         finally:
             cache.discard_staging(staging, keep=keep_staging)
+
+    async def _derive(self, decision: Decision) -> bool:
+        """Make a derived target in the process pool; then it goes the way of a request's images:
+        into the cache, the run cache, the outputs and the lock (a restore of what was just made)."""
+        from .derive import DeriveError
+        from .derive.pool import DerivePool, Job
+
+        name = decision.name
+        target = self.project.targets[name]
+        cache = self.project.cache
+        assert decision.spec is not None
+        if self._derive_pool is None:
+            self._derive_pool = DerivePool()
+        started = time.monotonic()
+        staging = await asyncio.to_thread(cache.staging_dir)
+        try:
+            files = [staging / f"{i}{os.path.splitext(out)[1]}" for i, out in enumerate(target.outputs)]
+            inputs = tuple((str(self.project.root / i.path), i.path, i.sha256) for i in decision.spec.inputs)
+            job = Job(name, dict(target.params), inputs, tuple(str(f) for f in files))
+            try:
+                await self._derive_pool.run(job)
+            except DeriveError as exc:
+                self._fail(name, exc)
+                return False
+            infos = await asyncio.to_thread(lambda: [cache.put_file(f) for f in files])
+            record = RunRecord(infos, "derive", None, utc_now())
+            await asyncio.to_thread(cache.put_run, decision.spec.digest, record)
+            made = Decision(name, decision.state, Action.RESTORE, decision.reasons, decision.spec, record)
+            await asyncio.to_thread(self._restore, made)
+        finally:
+            cache.discard_staging(staging)
+        self.summary.built += 1
+        self.reporter.event("built", name, decision.reason, state=str(decision.state),
+                            seconds=round(time.monotonic() - started, 2))
+        self._finished(decision)
+        return True
 
     def _rescue(self, name: str, staged: dict[str, Path]) -> bool:
         """Paid images that reached neither the cache nor the outputs: into the rescue folder."""

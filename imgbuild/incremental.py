@@ -243,10 +243,12 @@ def _resolve(inc: Incremental, root: Path, before: dict[str, tuple[Any, ...]], n
         if not resolve_one(name):
             return None
     targets = {name: fresh[name] if name in fresh else _target(before[name]) for name in now}
+    if any(t.params.get("derive") == "sheet" for t in targets.values()):
+        return None  # a sheet's globs match declared outputs: any table may change its frames
     producers, clashes = producers_of(targets)
     if clashes:
         return None
-    declared: dict[str, Declared] = {n: Declared(t.outputs, t.images, t.mask, t.params["size"])
+    declared: dict[str, Declared] = {n: Declared(t.outputs, t.images, t.mask, t.params.get("size", "auto"))
                                      for n, t in targets.items() if n not in resolver.declared}
     declared.update(resolver.declared)
     caps = preset.capabilities

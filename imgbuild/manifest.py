@@ -129,6 +129,31 @@ class TargetTable(Params):
     candidates: Annotated[int, Field(ge=2, le=10)] | None = Field(
         None, description="Ask for this many takes (2-10) of the same spec; `imgbuild pick` chooses the output."
     )
+    # Derived targets (imgbuild/derive/): made locally from other images, never a request.
+    from_: str | None = Field(
+        None, alias="from", description="Derive this image from another (a target's output or a committed file)."
+    )
+    sheet: list[str] | None = Field(
+        None, description="Pack these images (globs allowed) into one PNG sprite sheet with a JSON-hash atlas."
+    )
+    crop: list[int] | None = Field(None, description="[x, y, w, h] in pixels; the first operation of a from target.")
+    trim: bool | None = Field(None, description="Cut to the pixels whose alpha is not 0 (from targets).")
+    padding: Annotated[int, Field(ge=0, le=4096)] | None = Field(
+        None, description="Transparent pixels around a trimmed image, or between the frames of a sheet (default 0)."
+    )
+    resize: str | None = Field(None, description='"WxH", "Wx" or "xH": the size to resize to (from targets).')
+    fit: Literal["cover", "contain", "fill", "inside"] | None = Field(
+        None, description="How resize = \"WxH\" fits: cover (default) | contain | fill | inside, as sharp defines them."
+    )
+    matte: str | None = Field(
+        None, pattern=r"^#[0-9a-fA-F]{6}$",
+        description='"#rrggbb": what transparency is flattened onto in a jpeg, and contain pads it with (default #ffffff).',
+    )
+    lossless: bool | None = Field(None, description="Lossless webp (derived targets).")
+    columns: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        None, description="Frames per row of a sheet (default: the smallest square grid)."
+    )
+    atlas: str | None = Field(None, description="Where a sheet's atlas goes (default: the output with .json).")
 
 
 class ManifestFile(_Strict):

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from .cache import LocalCache, OutputInfo, RunRecord
+from .derive import RECIPE_MODEL
 from .pricing import estimate_usd
 from .spec import InputRef, Spec, changed_fields
 from .takes import Takes, annotate, choose, images_asked
@@ -60,6 +61,7 @@ class Decision:
     sources: dict[str, str] = field(default_factory=dict)
     # A target with candidates: the takes of its spec and the pick (takes.py); None otherwise.
     takes: Takes | None = None
+    derived: bool = False  # made locally (imgbuild.derive): its REQUEST or WAIT is free, no request
 
     @property
     def reason(self) -> str:
@@ -121,6 +123,8 @@ class Planner:
 
     def spec_of(self, target: Target, digests: Mapping[str, str]) -> Spec:
         refs = [InputRef("image", p, digests[p]) for p in target.images]
+        if target.derived:  # its recipe, its inputs and our version of the recipe: never the provider's model
+            return Spec(RECIPE_MODEL, "", target.params, tuple(refs), 0, {})
         if target.mask:
             refs.append(InputRef("mask", target.mask, digests[target.mask]))
         return Spec(self.model, target.prompt, target.params, tuple(refs), target.revision, target.extra)
@@ -131,6 +135,7 @@ class Planner:
     def decide(self, name: str) -> Decision:
         decision = self._decide(name)
         annotate(decision, self.targets[name], self.lock.get(name))
+        decision.derived = self.targets[name].derived
         self.decisions[name] = decision
         return decision
 
@@ -282,7 +287,9 @@ class Planner:
 
 
 def estimate_of(target: Target, prices: Mapping[str, Any]) -> float:
-    """What one request for ``target`` should cost at ``prices``."""
+    """What one request for ``target`` should cost at ``prices`` (a derived target makes none)."""
+    if target.derived:
+        return 0.0
     p = target.params
     return estimate_usd(
         size=p["size"], quality=p["quality"], n=images_asked(p), prompt_chars=len(target.prompt),

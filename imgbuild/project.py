@@ -244,7 +244,8 @@ class Project:
             jobs = options.jobs or self.settings.concurrency
             # Opened now when a request is planned: a missing key is one line, before any request.
             # A plan that only waits on upstream targets opens it when (if) it needs it.
-            provider = self._open_provider(jobs) if any(d.action is Action.REQUEST for d in plan.decisions) else None
+            provider = self._open_provider(jobs) if any(d.action is Action.REQUEST and not self.targets[d.name].derived
+                                                         for d in plan.decisions) else None
             recorded = recorded_outputs(self.lock, [*plan.order, *gone])  # before the build rewrites them
             for name in gone:
                 self.lock.remove(name)

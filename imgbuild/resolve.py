@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .derive import recipe
 from .errors import ManifestError, Problem, UsageError
 from .hints import length_message, place, unknown_field
 from .images import MAX_DECODE_PIXELS, png_pixels, sniff_format
@@ -322,7 +323,10 @@ class _TargetResolver:
         """The target, or None if it has a problem (reported). Either way, what it declares —
         outputs, inputs, size — is recorded for the checks across targets."""
         at = f"images.{name}"
+        if recipe.is_derived(table) or dropped & {"from", "sheet"}:
+            return None if dropped & {"from", "sheet"} else recipe.resolve_derived(self, name, table, dropped)
         before = len(self.problems)
+        recipe.operations_on_request(self, at, table)
         given = table.model_dump(exclude_none=True)
         merged = {**self.defaults, **given}
 
@@ -643,9 +647,11 @@ def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Over
         target = resolver.resolve(name, table, dropped.get(name, set()))
         if target is not None:
             targets[name] = target
+    recipe.expand_sheets(resolver, targets, problems)
     producers, clashes = producers_of(targets)
     problems.extend(clashes)
     check_files(root, resolver.declared, preset.capabilities, problems)
+    recipe.check_sources(root, targets, producers, problems)
     problems.extend(find_cycles(targets, producers))
     if problems:
         raise ManifestError(manifest_name, problems)

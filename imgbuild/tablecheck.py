@@ -34,7 +34,9 @@ _RANGES = {"output_compression": (0, 100), "n": (1, 10), "revision": (0, None), 
 _STRINGS = ("size", "prompt", "prompt_file", "output", "mask")
 # TargetTable's fields, in the model's order (model_dump's order).
 FIELDS = ("size", "quality", "output_format", "background", "moderation", "output_compression", "n",
-          "revision", "pinned", "extra", "prompt", "prompt_file", "output", "images", "mask", "candidates")
+          "revision", "pinned", "extra", "prompt", "prompt_file", "output", "images", "mask", "candidates",
+          # A derived target's (imgbuild.derive): never "sure" here, such a table goes to pydantic.
+          "from_", "sheet", "crop", "trim", "padding", "resize", "fit", "matte", "lossless", "columns", "atlas")
 
 
 def _sure(key: str, value: Any) -> bool:

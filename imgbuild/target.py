@@ -17,6 +17,7 @@ class Target:
     name: str
     prompt: str
     params: dict[str, Any]  # size, quality, output_format, background, moderation, n[, output_compression]
+    # (a derived target's: its recipe, params["derive"] = "from" | "sheet"; images are what it reads)
     outputs: tuple[str, ...]
     images: tuple[str, ...] = ()
     mask: str | None = None
@@ -24,6 +25,11 @@ class Target:
     revision: int = 0
     pinned: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def derived(self) -> bool:
+        """Made locally from its ``images`` (imgbuild.derive), not by a request."""
+        return "derive" in self.params
 
     @property
     def inputs(self) -> tuple[str, ...]:

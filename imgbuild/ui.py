@@ -29,7 +29,7 @@ def decision_rows(decisions: list[Decision], *, cost: bool = False) -> list[str]
     """One line per target in aligned columns: name, state, [estimate,] reason."""
     width = max((len(d.name) for d in decisions), default=0)
     state_width = 8  # the longest state, `upstream`: the columns stay put from one run to the next
-    costs = [f"~{money(d.estimate_usd)}" if d.estimate_usd else "" for d in decisions] if cost else []
+    costs = [f"~{money(d.estimate_usd)}" if d.estimate_usd else _free(d) for d in decisions] if cost else []
     cost_width = max(map(len, costs), default=0)
     rows = []
     for i, d in enumerate(decisions):
@@ -39,6 +39,11 @@ def decision_rows(decisions: list[Decision], *, cost: bool = False) -> list[str]
         cells.append(d.reason)
         rows.append("  ".join(cells).rstrip())
     return rows
+
+
+def _free(d: Decision) -> str:
+    """A derived target to be made: exactly nothing, whatever the prices (it is no request)."""
+    return money(0.0) if d.derived and d.action in ("request", "wait") else ""
 
 
 def summary_line(s: Summary) -> str:
@@ -110,11 +115,13 @@ class Reporter:
             return
         for row in decision_rows(decisions, cost=True):
             self._print(row)
-        todo = sum(1 for d in decisions if d.action in ("request", "wait"))
+        todo = sum(1 for d in decisions if d.action in ("request", "wait") and not d.derived)
+        local = sum(1 for d in decisions if d.action in ("request", "wait") and d.derived)
         estimate = money(total_usd)
         if real is not None:
             estimate += f" with the placeholder ({real[0]} would charge ~{money(real[1])})"
-        self._print(f"plan: {todo} request(s) at most, estimated {estimate}; nothing was done (-n)")
+        made = f" and {local} derived target(s) made locally, free" if local else ""
+        self._print(f"plan: {todo} request(s) at most{made}, estimated {estimate}; nothing was done (-n)")
 
     def summary(self, s: Summary) -> None:
         self._print(summary_line(s))

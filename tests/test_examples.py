@@ -46,15 +46,50 @@ class Expected:
     images: tuple[str, ...]
     mask: str | None
     takes: int = 0  # candidates: the takes one request asks for (n on the wire); one output
+    # A derived target (from/sheet) makes no request: its size where the manifest alone says it
+    # (None where it depends on the pixels: a trim, a sheet).
+    derived: bool = False
+    derived_size: tuple[int, int] | None = None
 
     @property
-    def size(self) -> tuple[int, int]:
+    def size(self) -> tuple[int, int] | None:
+        if self.derived:
+            return self.derived_size
         w, _, h = self.params["size"].partition("x")
         return int(w), int(h)
 
     @property
     def transparent(self) -> bool:
-        return bool(self.params["background"] == "transparent")
+        return bool(self.params.get("background") == "transparent")
+
+
+def requested(targets: dict[str, Expected]) -> dict[str, Expected]:
+    """The targets that are requests (not derived)."""
+    return {n: t for n, t in targets.items() if not t.derived}
+
+
+def _derived_size(table: dict[str, Any], source: tuple[int, int] | None) -> tuple[int, int] | None:
+    """A `from` target's size by the manifest reference: crop, trim (unknown), resize and fit."""
+    if "crop" in table:
+        source = (table["crop"][2], table["crop"][3])
+    if table.get("trim"):
+        source = None
+    if "resize" not in table:
+        return source
+    w_text, _, h_text = table["resize"].partition("x")
+    if w_text and h_text:
+        w, h = int(w_text), int(h_text)
+        if table.get("fit", "cover") != "inside":
+            return w, h
+        if source is None:
+            return None
+        scale = min(w / source[0], h / source[1])
+        return min(w, int(source[0] * scale + 0.5)), min(h, int(source[1] * scale + 0.5))
+    if source is None:
+        return None
+    if w_text:
+        return int(w_text), max(1, int(source[1] * int(w_text) / source[0] + 0.5))
+    return max(1, int(source[0] * int(h_text) / source[1] + 0.5)), int(h_text)
 
 
 def _substitute(text: str, variables: dict[str, str]) -> str:
@@ -67,9 +102,12 @@ def declared(root: Path) -> dict[str, Expected]:
     defaults = manifest.get("defaults", {})
     out_dir = manifest.get("out_dir", "build/images")
     variables = manifest.get("vars", {})
-    targets = {}
+    targets: dict[str, Expected] = {}
     for name, table in manifest.get("images", {}).items():
         merged = {**defaults, **table}
+        if "from" in table or "sheet" in table:
+            targets[name] = _declared_derived(name, table, merged, out_dir, targets)
+            continue
         output = table.get("output")
         fmt = merged.get("output_format") or (EXTENSIONS[Path(output).suffix] if output else "png")
         output = output or f"{out_dir}/{name}{FORMAT_EXTENSION[fmt]}"
@@ -97,6 +135,22 @@ def declared(root: Path) -> dict[str, Expected]:
     return targets
 
 
+def _declared_derived(name: str, table: dict[str, Any], merged: dict[str, Any], out_dir: str,
+                      before: dict[str, Expected]) -> Expected:
+    output = table.get("output")
+    fmt = "png" if "sheet" in table else (
+        merged.get("output_format") or (EXTENSIONS[Path(output).suffix] if output else "png"))
+    output = output or f"{out_dir}/{name}{FORMAT_EXTENSION[fmt]}"
+    outputs: tuple[str, ...] = (output,)
+    size = None
+    if "sheet" in table:
+        outputs += (table.get("atlas") or output.rsplit(".", 1)[0] + ".json",)
+    else:  # the examples derive from targets declared above them
+        source = next(t for t in before.values() if table["from"] in t.outputs)
+        size = _derived_size(table, source.size)
+    return Expected(name, "", {"output_format": fmt}, outputs, (), None, derived=True, derived_size=size)
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -121,9 +175,12 @@ def assert_outputs_as_declared(project: Project, targets: dict[str, Expected]) -
         for rel in target.outputs:
             path = project.root / rel
             assert path.is_file(), f"{target.name}: {rel} was not written"
+            if rel.endswith(".json"):  # a sheet's atlas
+                assert json.loads(path.read_text())["meta"]["format"] == "RGBA8888", rel
+                continue
             with Image.open(path) as im:
                 assert PIL_FORMATS.get(im.format or "") == target.params["output_format"], rel
-                assert im.size == target.size, rel
+                assert target.size is None or im.size == target.size, rel
                 if target.transparent:
                     assert im.mode in ("RGBA", "LA", "PA"), f"{rel} has no alpha channel ({im.mode})"
                 im.load()  # a whole image, not a truncated one
@@ -150,11 +207,12 @@ def test_example_builds_offline_with_the_placeholder_provider(example: Any, name
 
     first = project.build("--provider", "placeholder")
 
-    # every target is built with one request each, and every declared output is there, in the
-    # declared format and size (with an alpha channel where the background is transparent)
+    # every target is built, a request each (a derived one with none), and every declared output
+    # is there, in the declared format and size (with an alpha channel where the background is
+    # transparent)
     assert first.code == 0, first.err
     assert first.summary["built"] == len(targets)
-    assert first.requests == len(targets)
+    assert first.requests == len(requested(targets))
     assert first.summary["failed"] == first.summary["skipped"] == 0
     assert_outputs_as_declared(project, targets)
     # and a second build makes no request and touches no file
@@ -230,20 +288,20 @@ def test_example_builds_against_the_openai_api(example: Any, start_api_server: A
     # the images their dependencies made; the outputs are the server's images, byte for byte
     assert first.code == 0, first.err
     assert first.summary["built"] == len(targets)
-    assert first.requests == len(targets)
+    assert first.requests == len(requested(targets))
     assert first.summary["cost_usd"] > 0
-    assert_requests_as_declared(server, project, targets, {t: 1 for t in targets})
-    assert_outputs_are_what_the_server_sent(server, project, targets)
+    assert_requests_as_declared(server, project, requested(targets), {t: 1 for t in requested(targets)})
+    assert_outputs_are_what_the_server_sent(server, project, requested(targets))
     assert_outputs_as_declared(project, targets)
     lock = project.lock()["targets"]
-    assert {entry["provider"] for entry in lock.values()} == {"openai"}
+    assert {lock[name]["provider"] for name in requested(targets)} == {"openai"}
     # and a second build makes no request
     assert_second_build_does_nothing(project, targets, env)
-    assert len(server.api_requests()) == len(targets)
+    assert len(server.api_requests()) == len(requested(targets))
 
 
 def _fits_aimlapi(name: str) -> bool:
-    targets = declared(EXAMPLES_DIR / name)
+    targets = requested(declared(EXAMPLES_DIR / name))
     return all(t.params["size"] in AIMLAPI_SIZES and t.params["quality"] != "auto" for t in targets.values())
 
 
@@ -255,7 +313,7 @@ def test_example_builds_against_aimlapi_then_switching_to_openai_costs_nothing(
         example: Any, start_api_server: Any, name: str) -> None:
     # Given a fresh copy and the aimlapi preset pointed at a local server of that dialect
     project = example(name)
-    targets = declared(project.root)
+    targets = requested(declared(project.root))
     aimlapi = start_api_server("aimlapi")
 
     first = project.build(env=real_env(aimlapi, "aimlapi"))

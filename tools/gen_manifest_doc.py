@@ -130,7 +130,46 @@ FIELD_FACTS: dict[tuple[str, str], tuple[str | None, str, str]] = {
                                     "keeps it, reverting to that spec brings the picked take back "
                                     "for free; a spec change asks for new takes. Not with "
                                     "`n > 1`; not in `[defaults]`."),
+    ("TargetTable", "from"): ("—", "its content digest",
+                              "A derived target: made locally from this image (another target's "
+                              "output or a committed file), never a request. Exactly one of "
+                              "`prompt`, `prompt_file`, `from` and `sheet`."),
+    ("TargetTable", "sheet"): ("—", "content digests and frame names, in order",
+                               "A sprite sheet: these images packed into one PNG, with an atlas. "
+                               "A glob (`sprites/*.png`, `**/`) is matched against the outputs "
+                               "the manifest declares and the files git tracks, never the disk, "
+                               "and finds images only (`.png`, `.jpg`, `.jpeg`, `.webp`: not an "
+                               "atlas). "
+                               "`sheet = []` is an error."),
+    ("TargetTable", "crop"): ("none", "yes", "Width and height at least 1, x and y at least 0. A "
+                              "crop outside the image fails that target (with the image's size)."),
+    ("TargetTable", "trim"): ("`false`", "yes",
+                              "A fully transparent image fails that target; an image without "
+                              "alpha keeps all its pixels."),
+    ("TargetTable", "padding"): ("`0`", "yes",
+                                 "With `trim` on a `from` target (an error without it); between "
+                                 "frames on a sheet."),
+    ("TargetTable", "resize"): ("none", "yes",
+                                "Each edge 1–16384. With one edge the other keeps the aspect "
+                                "ratio, rounded to the nearest pixel. Lanczos resampling."),
+    ("TargetTable", "fit"): ("`\"cover\"` with `resize = \"WxH\"`", "yes",
+                             "An error without `resize`, or with one edge only. See "
+                             "[the pictures](#fit)."),
+    ("TargetTable", "matte"): ("`\"#ffffff\"` for jpeg", "yes (jpeg)",
+                               "Only where transparency cannot be kept: a jpeg output; an error "
+                               "on png and webp outputs (they keep it, and `contain` pads them "
+                               "transparent)."),
+    ("TargetTable", "lossless"): ("`false`", "yes (webp)", "Only for webp outputs."),
+    ("TargetTable", "columns"): ("the smallest square grid", "yes", "Only for a sheet."),
+    ("TargetTable", "atlas"): ("the output with `.json`", "no",
+                               "Only for a sheet; an output of the target (cached and restored "
+                               "like the image). Its `meta.image` is the sheet's path relative "
+                               "to it."),
 }
+
+# Fields only a derived target has: a section of their own.
+DERIVED_FIELDS = ("from", "sheet", "crop", "trim", "padding", "resize", "fit", "matte", "lossless", "columns",
+                  "atlas")
 
 TITLES = {
     "ManifestFile": "Top level",
@@ -138,7 +177,99 @@ TITLES = {
     "Prices": "`[provider.prices]`",
     "Params": "`[defaults]`",
     "TargetTable": "`[images.NAME]`: a target",
+    "Derived": "Derived targets: `from` and `sheet`",
 }
+
+DERIVED = """\
+A target with `from` or `sheet` is **derived**: imgbuild makes it on this machine, from images
+another target makes or that are committed, in a pool of processes beside the requests (`-j` bounds
+requests only). It is never a request and costs nothing; it has a spec, states and reasons, a lock
+entry and a place in the cache like any target (`status` says `resize: 640x → 800x`, `input
+art/hero.png`). Request fields (`size`, `quality`, `background`, `moderation`, `n`, `images`,
+`mask`, `revision`, `extra`) are errors on it, and its operations are errors on a request target.
+Its spec is the operations, the output format settings, the content digests of its inputs and the
+version of imgbuild's recipe (which changes only when imgbuild's output for one recipe would): the
+same recipe gives the same bytes for one Pillow version (no metadata is written).
+
+```toml
+[images.hero]                    # one paid generation
+prompt = "A lighthouse on a cliff at dusk"
+size = "1536x1024"
+output = "art/hero.png"
+
+[images.hero-640]                # derived: free, local
+from = "art/hero.png"
+resize = "640x"
+output = "site/hero-640.webp"
+output_compression = 80
+
+[images.hero-card]
+from = "art/hero.png"
+resize = "1200x630"
+fit = "cover"
+output = "site/hero-card.jpg"
+```
+
+The operations of a `from` target apply in this order, each only when given:
+
+1. `crop = [x, y, w, h]`: that rectangle, in pixels of the input;
+2. `trim = true`: to the bounding box of the pixels whose alpha is not 0, then `padding = N`
+   transparent pixels on every side;
+3. `resize`: `"WxH"`, `"Wx"` or `"xH"`, with `fit` when both edges are given;
+4. `matte`: transparency flattened onto this colour where the output cannot keep it (jpeg);
+5. the output: `output_format` (or the extension), `output_compression` (jpeg and webp quality,
+   default {compression}) and `lossless` (webp).
+
+### fit
+
+The words mean what they mean in sharp. Each picture below is imgbuild's own output for
+`resize = "256x256"` from one 1536x1024 image of the placeholder provider (the first row, at
+`resize = "384x"`), made by `python tools/fit_pictures.py` (docs/img/):
+
+| `fit` | what it does | output |
+| --- | --- | --- |
+| the input | 1536x1024, shown at 384x256 | ![input](img/fit-input.png) |
+| `cover` (default) | scaled to cover both edges, then the centre cut to exactly WxH | ![cover](img/fit-cover.png) |
+| `contain` | scaled to fit inside, centred and padded to exactly WxH (transparent; `matte` for jpeg) | ![contain](img/fit-contain.png) |
+| `fill` | stretched to exactly WxH, ignoring the aspect ratio | ![fill](img/fit-fill.png) |
+| `inside` | scaled to fit inside, no padding: at most WxH, aspect ratio kept | ![inside](img/fit-inside.png) |
+
+For an input of 1536x1024 and `resize = "800x800"`: `cover`, `contain` and `fill` give 800x800,
+`inside` gives 800x533; `resize = "640x"` gives 640x427.
+
+### Sheets
+
+A `sheet` target packs its frames into one RGBA PNG, row by row, `columns` a row (default: the
+smallest square grid), each row as tall as its tallest frame, `padding` pixels between frames. The
+frames go in as they are (trim them with `from` targets first), so each frame's rectangle holds
+exactly its image's pixels. Beside the PNG, the atlas (`atlas`, default the output with `.json`) in
+the JSON-hash layout Phaser and PixiJS load: `frames.<name>.frame {{x, y, w, h}}`, `rotated: false`,
+`trimmed: false`, `spriteSourceSize`, `sourceSize`, and `meta {{image, size {{w, h}}, format:
+"RGBA8888", scale: "1"}}`. A frame's name is its file's stem; two frames with one stem are an error.
+
+```toml
+[images.knight]
+prompt = "A knight, side view, on a transparent background"
+background = "transparent"
+output = "art/knight.png"
+
+[images.knight-sprite]
+from = "art/knight.png"
+trim = true
+padding = 2
+resize = "x128"
+output = "sprites/knight.png"
+
+[images.characters]
+sheet = ["sprites/*.png"]
+padding = 2
+output = "game/characters.png"   # and game/characters.json
+```
+
+What only the image can show fails that target alone, with one line naming it and the image's size
+(`hero-crop: crop [0, 0, 2000, 100] reaches outside art/hero.png, which is 1536x1024`); with `-k`
+the rest of the build goes on.
+"""
 
 INTRO = """\
 # `images.toml` reference
@@ -412,7 +543,8 @@ def render() -> str:
         "compression": DEFAULT_COMPRESSION,
     }
     params = list(Params.model_fields)
-    own = [f for f in TargetTable.model_fields if f not in params]
+    names = [info.alias or f for f, info in TargetTable.model_fields.items()]
+    own = [f for f in names if f not in params and f not in DERIVED_FIELDS]
     sections: list[tuple[str, str, dict[str, Any], list[str], str]] = [
         ("ManifestFile", "ManifestFile", schema, list(ManifestFile.model_fields), ""),
         ("ProviderTable", "ProviderTable", defs["ProviderTable"], list(ProviderTable.model_fields),
@@ -429,6 +561,7 @@ def render() -> str:
         ("TargetTable", "TargetTable", defs["TargetTable"], own,
          "One image target (or `n` of them). Its name is the table key. Besides the fields below, "
          "a target takes every field of `[defaults]`: " + ", ".join(f"`{p}`" for p in params) + "."),
+        ("TargetTable", "Derived", defs["TargetTable"], list(DERIVED_FIELDS), DERIVED.format(**facts)),
     ]
     lines = [INTRO.format(**facts)]
     for model, key, part, fields, lead in sections:
