@@ -1,35 +1,41 @@
 """Restore from the remote cache: 1,000 targets of 1536x1024 PNG (about 2 MB each) from an S3
-server on loopback into an empty local folder (issue 13's bar: at most 20 s on 2 cores).
+server on loopback into a fresh clone with an empty local cache, with `imgbuild build` (issue 13's
+bar: at most 20 s on 2 cores), and what a remote costs a no-op build (bar: at most 10 %; a no-op
+opens no connection).
 
-    .venv/bin/python benchmarks/remote.py [--count 1000] [--concurrency 16] [--no-fsync]
+    .venv/bin/python benchmarks/remote.py [--count 1000] [--runs 9] [--keep DIR]
 
-The server is moto in server mode (tests/s3server.py), in its own process, so the figures
-include a real HTTP S3 server's cost on the same 2 cores. Each target is a run entry (spec
-digest → record naming one output by sha256 and size) and one object. Phase 1, a first clone
-publishes them all (objects first, then entries, bounded by the store's concurrency). Then two
-restores, each into an empty folder, every object streamed to a temp file, checked against its
-sha256 and size, fsynced and renamed into place:
+The server is moto in server mode (tests/s3server.py), in its own process, so the figures include
+a real HTTP S3 server's cost on the same 2 cores (about 10 ms of Python per request, whatever its
+size). The steps, each a whole `imgbuild` process as a user runs it:
 
-- by the lock: a fresh clone has the committed images.lock, so it knows every output's sha256
-  and fetches the objects only (one GET each);
-- by run entries: a spec the lock does not know is looked up in the remote run cache first
-  (two GETs each).
+1. A first clone: a manifest of N targets (placeholder provider, 1536x1024, `[cache] remote`),
+   noisy PNGs of about 2 MB at their outputs adopted with `imgbuild accept`, then
+   `imgbuild cache push` (timed: the upload), and a run entry per spec put by the store, as the
+   builds that made them would have.
+2. Restore by the lock: a fresh clone with the committed manifest and images.lock, no outputs, an
+   empty local cache: `imgbuild build` fetches every object (one GET each; checked against its
+   sha256, fsynced, renamed into the local cache) and restores the outputs from there.
+3. Restore by run entries: a clone with the manifest only: a run entry, then the object, per target.
+4. No-op: the restored clone's `build` again, with the remote configured (the S3 server stopped
+   first, so that any connection would be a warning), against the same clone without `[cache]`:
+   medians of alternating runs, fast path (the usual no-op) and full path (its state removed).
 
-moto spends about 10 ms of Python per request, whatever its size, and shares the 2 cores with
-the client: the load average is printed, since other work on the machine moves the figures.
+The load average is printed: other work on the machine moves the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import io
 import json
 import os
 import platform
-import resource
+import shutil
+import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +47,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from s3server import S3Server
 
-from imgbuild.remote import RemoteOptions, open_remote
+from imgbuild.cache import OutputInfo, RunRecord, encode_run
+from imgbuild.remote import open_remote
 
 WIDTH, HEIGHT = 1536, 1024
 
@@ -69,103 +76,138 @@ def variant(png: bytes, n: int) -> bytes:
     return png[:-12] + chunk + png[-12:]
 
 
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def write_project(root: Path, count: int, remote: str | None) -> None:
+    lines = ['[provider]', 'name = "placeholder"', "", "[defaults]", 'size = "1536x1024"', ""]
+    for n in range(count):
+        lines += [f"[images.t{n}]", f'prompt = "Target {n}: a harbour at dusk, seen from the hill"',
+                  f'output = "assets/t{n}.png"', ""]
+    if remote:
+        lines += ["[cache]", f'remote = "{remote}"', ""]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "images.toml").write_text("\n".join(lines))
 
 
-async def publish(url: str, targets: list[tuple[str, bytes, str, Path]], options: RemoteOptions
-                  ) -> tuple[int, list[str]]:
-    remote = open_remote(url, "readwrite", options=options)
-    for spec, record, sha, path in targets:
-        remote.publish(spec, record, [(sha, path)])
-    uploaded = await remote.drain(timeout_s=600)
-    return uploaded, remote.warnings
+def imgbuild(root: Path, *args: str, cache: Path, check: bool = True) -> tuple[float, str, str]:
+    """(wall s, stdout, stderr) of one whole `imgbuild` process."""
+    env = {**os.environ, "IMGBUILD_CACHE_DIR": str(cache)}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "imgbuild", "-C", str(root), *args], capture_output=True,
+                          text=True, env=env)
+    wall = time.perf_counter() - start
+    if check and proc.returncode != 0:
+        raise SystemExit(f"imgbuild {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-800:]}")
+    return wall, proc.stdout, proc.stderr
 
 
-async def restore(url: str, targets: list[tuple[str, bytes, str, Path]], cache: Path,
-                  options: RemoteOptions, by_entries: bool) -> tuple[int, int, list[str]]:
-    remote = open_remote(url, "read", options=options)
-
-    async def one(spec: str, known: bytes) -> bool:
-        record = await remote.get_run(spec) if by_entries else known
-        if record is None:
-            return False
-        out = json.loads(record)["outputs"][0]
-        sha = out["sha256"]
-        return await remote.get_object(sha, cache / "objects" / sha[:2] / sha[2:],
-                                       expected_size=out["bytes"], file_mode=0o444)
-
-    restored = sum(await asyncio.gather(*(one(spec, record) for spec, record, _, _ in targets)))
-    return restored, remote.stats.bytes_down, remote.warnings
+def summary(stdout: str) -> dict[str, object]:
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
-def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+async def put_entries(url: str, lock: dict[str, dict[str, object]]) -> int:
+    """A run entry per target, as the builds that made them would have put."""
+    remote = open_remote(url, "readwrite")
+    records = []
+    for entry in lock.values():
+        out = entry["outputs"][0]  # type: ignore[index]
+        info = OutputInfo(out["sha256"], out["bytes"], WIDTH, HEIGHT, "PNG", out.get("git_blob", ""))
+        records.append((entry["spec"], encode_run(RunRecord([info], "placeholder", 0.0, "2026-12-01T00:00:00Z"))))
+    done = await asyncio.gather(*(remote.put_run(spec, record) for spec, record in records))  # type: ignore[arg-type]
+    assert not remote.warnings, remote.warnings
+    return sum(done)
 
 
-def timed_restore(url: str, targets: list[tuple[str, bytes, str, Path]], folder: Path,
-                  options: RemoteOptions, by_entries: bool) -> tuple[float, float, int]:
-    start, cpu = time.perf_counter(), cpu_s()
-    restored, got, warned = asyncio.run(restore(url, targets, folder, options, by_entries))
-    elapsed, used = time.perf_counter() - start, cpu_s() - cpu
-    assert restored == len(targets) and not warned, (restored, warned)
-    for _, _, sha, path in targets[:: max(1, len(targets) // 50)]:
-        assert (folder / "objects" / sha[:2] / sha[2:]).read_bytes() == path.read_bytes()
-    return elapsed, used, got
+def restore(clone: Path, cache: Path, first: Path, count: int) -> tuple[float, dict[str, object]]:
+    wall, out, err = imgbuild(clone, "build", "--json", cache=cache)
+    result = summary(out)
+    assert result["restored"] == count and result["requests"] == 0 and result["fetched"] == count, result
+    assert "warning" not in out + err, err
+    for n in range(0, count, max(1, count // 50)):
+        assert (clone / f"assets/t{n}.png").read_bytes() == (first / f"assets/t{n}.png").read_bytes()
+    return wall, result
+
+
+def no_op(with_remote: Path, without: Path, cache: Path, runs: int, full: bool) -> tuple[float, float]:
+    """Medians (s) of alternating no-op builds of the two clones; ``full``: without the fast path."""
+    times: dict[Path, list[float]] = {with_remote: [], without: []}
+    for _ in range(runs):
+        for root in times:
+            if full:
+                (root / ".imgbuild" / "noop.marshal").unlink(missing_ok=True)
+            wall, out, err = imgbuild(root, "build", cache=cache)
+            assert "nothing to do" in out and "warning" not in err, (out, err)
+            times[root].append(wall)
+    return statistics.median(times[with_remote]), statistics.median(times[without])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--keep", type=Path, help="build in DIR and leave it there")
     args = parser.parse_args()
-    options = RemoteOptions(concurrency=args.concurrency, durable=not args.no_fsync)
 
     load_start = os.getloadavg()[0]
     server = S3Server().start()
     os.environ.update(server.env())
     os.environ.pop("IMGBUILD_CACHE_KEY", None)
+    os.environ.pop("IMGBUILD_REMOTE_CACHE", None)
     bucket = "imgbuild-bench"
     server.create_bucket(bucket)
     url = f"s3://{bucket}/team/cache"
+    tmp = args.keep or Path(tempfile.mkdtemp(prefix="imgbuild-remote-bench-"))
     try:
-        with tempfile.TemporaryDirectory(prefix="imgbuild-remote-bench-") as tmp:
-            first = Path(tmp) / "clone-1"
-            first.mkdir()
-            bases = base_pngs(4)
-            targets = []
-            for n in range(args.count):
-                data = variant(bases[n % len(bases)], n)
-                sha = hashlib.sha256(data).hexdigest()
-                path = first / f"{n}.png"
-                path.write_bytes(data)
-                record = json.dumps({"outputs": [{"sha256": sha, "bytes": len(data)}]}).encode()
-                targets.append((digest(f"target {n}"), record, sha, path))
-            total_mb = sum(t[3].stat().st_size for t in targets) / 1e6
+        first, by_lock, by_entries = tmp / "clone-1", tmp / "clone-2", tmp / "clone-3"
+        write_project(first, args.count, url)
+        bases = base_pngs(4)
+        (first / "assets").mkdir(exist_ok=True)
+        for n in range(args.count):
+            (first / f"assets/t{n}.png").write_bytes(variant(bases[n % len(bases)], n))
+        total_mb = sum(p.stat().st_size for p in (first / "assets").iterdir()) / 1e6
+        imgbuild(first, "accept", *(f"t{n}" for n in range(args.count)), cache=tmp / "cache-1")
+        up_s, out, _ = imgbuild(first, "cache", "push", cache=tmp / "cache-1")
+        assert f"push: {args.count} image(s) uploaded" in out, out
+        lock = _lock_targets(first)
+        assert asyncio.run(put_entries(url, lock)) == args.count
 
-            start, cpu = time.perf_counter(), cpu_s()
-            uploaded, warned = asyncio.run(publish(url, targets, options))
-            up_s, up_cpu = time.perf_counter() - start, cpu_s() - cpu
-            assert uploaded == args.count and not warned, (uploaded, warned)
+        for clone in (by_lock, by_entries):
+            write_project(clone, args.count, url)
+        shutil.copy(first / "images.lock", by_lock / "images.lock")
+        lock_s, _ = restore(by_lock, tmp / "cache-2", first, args.count)
+        entries_s, _ = restore(by_entries, tmp / "cache-3", first, args.count)
 
-            by_lock = timed_restore(url, targets, Path(tmp) / "clone-2", options, False)
-            by_entries = timed_restore(url, targets, Path(tmp) / "clone-3", options, True)
+        server.stop()  # from here on, a connection attempt would be a warning
+        without = tmp / "clone-2-without"
+        shutil.copytree(by_lock, without, ignore=shutil.ignore_patterns(".imgbuild"))
+        write_project(without, args.count, None)
+        for root in (by_lock, without):  # settle: record each no-op's state, past the racy window
+            imgbuild(root, "build", cache=tmp / "cache-2")
+        time.sleep(1.1)
+        for root in (by_lock, without):
+            imgbuild(root, "status", cache=tmp / "cache-2")
+        fast = no_op(by_lock, without, tmp / "cache-2", args.runs, full=False)
+        full = no_op(by_lock, without, tmp / "cache-2", max(3, args.runs // 3), full=True)
     finally:
         server.stop()
+        if args.keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; server: moto (S3 API over HTTP) on 127.0.0.1")
-    print(f"{args.count} targets, {total_mb:.0f} MB of 1536x1024 PNG "
-          f"({total_mb / args.count:.2f} MB each), concurrency {args.concurrency}, "
-          f"fsync {'off' if args.no_fsync else 'on'}")
-    print(f"{'publish:':24} {up_s:6.2f} s  {total_mb / up_s:6.1f} MB/s  client CPU {up_cpu:.1f} s")
-    for name, (down_s, down_cpu, got) in (("restore by the lock", by_lock),
-                                          ("restore by run entries", by_entries)):
-        print(f"{name + ':':24} {down_s:6.2f} s  {got / 1e6 / down_s:6.1f} MB/s  client CPU "
-              f"{down_cpu:.1f} s  (bar: 20 s) {'PASS' if down_s <= 20 else 'FAIL'}")
+    print(f"{args.count} targets, {total_mb:.0f} MB of 1536x1024 PNG ({total_mb / args.count:.2f} MB each)")
+    print(f"{'cache push (upload):':34} {up_s:6.2f} s  {total_mb / up_s:6.1f} MB/s")
+    for name, wall in (("build, fresh clone, by the lock:", lock_s), ("build, fresh clone, by run entries:", entries_s)):
+        print(f"{name:34} {wall:6.2f} s  {total_mb / wall:6.1f} MB/s  (bar: 20 s) {'PASS' if wall <= 20 else 'FAIL'}")
+    for name, (with_s, without_s) in (("no-op build, fast path:", fast), ("no-op build, full path:", full)):
+        over = with_s / without_s - 1
+        print(f"{name:34} {with_s * 1000:6.0f} ms with the remote, {without_s * 1000:.0f} ms without: "
+              f"{over:+.1%} (bar: +10%) {'PASS' if over <= 0.10 else 'FAIL'}")
     print(f"load average (1 min) at start and end: {load_start:.1f}, {os.getloadavg()[0]:.1f}")
+
+
+def _lock_targets(root: Path) -> dict[str, dict[str, object]]:
+    import tomllib
+
+    return tomllib.loads((root / "images.lock").read_text())["targets"]  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":

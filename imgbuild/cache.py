@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -36,6 +37,7 @@ from .errors import StateFileError
 from .fsutil import allow_writes_under, atomic_write, move_into, open_folder
 
 RUN_VERSION = 1
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,29 @@ class Store(Protocol):
     def put_file(self, path: Path) -> OutputInfo: ...
     def get_run(self, spec_digest: str) -> RunRecord | None: ...
     def put_run(self, spec_digest: str, record: RunRecord) -> None: ...
+
+
+def encode_run(record: RunRecord) -> bytes:
+    """A run record as stored, in the local run cache and in a remote one alike."""
+    data = {"version": RUN_VERSION, **asdict(record)}
+    return json.dumps(data, sort_keys=True, indent=1).encode()
+
+
+def decode_run(raw: bytes) -> RunRecord | None:
+    """The record :func:`encode_run` wrote; None for anything else (another version, a
+    malformed or foreign file: a remote entry is read as untrusted input)."""
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict) or data.get("version") != RUN_VERSION:
+            return None
+        outputs = [OutputInfo(**o) for o in data["outputs"]]
+        record = RunRecord(outputs, data["provider"], data.get("cost_usd"), data.get("built_at", ""),
+                           data.get("extra", {}))
+    except (ValueError, KeyError, TypeError):
+        return None
+    good = all(isinstance(o.sha256, str) and _SHA256.fullmatch(o.sha256) and isinstance(o.bytes, int)
+               for o in outputs)
+    return record if good else None
 
 
 def default_cache_dir() -> Path:
@@ -218,22 +243,13 @@ class LocalCache:
 
     def get_run(self, spec_digest: str) -> RunRecord | None:
         try:
-            data = json.loads(self._run(spec_digest).read_bytes())
-        except (OSError, ValueError):
+            record = decode_run(self._run(spec_digest).read_bytes())
+        except OSError:
             return None
-        if data.get("version") != RUN_VERSION:
-            return None
-        try:
-            outputs = [OutputInfo(**o) for o in data["outputs"]]
-            record = RunRecord(outputs, data["provider"], data.get("cost_usd"), data.get("built_at", ""),
-                               data.get("extra", {}))
-        except (KeyError, TypeError):
-            return None
-        return record if all(self.has(o.sha256) for o in outputs) else None
+        return record if record is not None and all(self.has(o.sha256) for o in record.outputs) else None
 
     def put_run(self, spec_digest: str, record: RunRecord) -> None:
-        data = {"version": RUN_VERSION, **asdict(record)}
-        atomic_write(self._run(spec_digest), json.dumps(data, sort_keys=True, indent=1).encode())
+        atomic_write(self._run(spec_digest), encode_run(record))
 
     def touch(self, sha256: str) -> None:
         """Mark an object used now, so gc --older-than keeps what is in use."""

@@ -49,13 +49,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     project = _project(args)
     force = None if args.force is False else tuple(args.targets)
-    options = BuildOptions(jobs=args.jobs, keep_going=args.keep_going, max_cost_usd=args.max_cost, force=force)
+    options = BuildOptions(jobs=args.jobs, keep_going=args.keep_going, max_cost_usd=args.max_cost, force=force,
+                           remote=args.remote)
     reporter = _reporter(args)
     try:
         if args.dry_run:
             from .executor import check_budget
 
-            plan = project.plan(args.targets, force=force)
+            plan = project.plan_with_remote(args.targets, force=force, remote=args.remote, on_warning=reporter.warn)
             total = check_budget(plan.decisions, None)
             reporter.plan(plan.decisions, total, dry_run=True, real=project.manifest_provider_estimate(plan))
             return 0
@@ -89,7 +90,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .ui import decision_rows
 
     project = _project(args)
-    decisions = project.status(args.targets)
+    decisions = project.status(args.targets, remote=args.remote, on_warning=_warner(args))
     not_ok = [d for d in decisions if d.state is not State.OK]
     if args.json:
         import json
@@ -127,6 +128,47 @@ def _unpicked(args: argparse.Namespace, project: Project, decisions: list) -> li
         else:
             print(f"check: {d.name}: {why}; choose one with `imgbuild pick {d.name} K`", file=sys.stderr)
     return found
+
+
+def _warner(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Where a command without a reporter says a warning (the remote cache's, say)."""
+    def warn(message: str) -> None:
+        if args.json:
+            import json
+
+            print(json.dumps({"event": "warning", "message": message}, sort_keys=True), flush=True)
+        else:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+    return warn
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """``cache push``: upload what the lock records to the remote cache; ``cache pull``: fetch it
+    into the local cache (a later build restores from there, with no network)."""
+    import asyncio
+
+    from . import remotecache
+    from .errors import UsageError
+
+    project = _project(args)
+    url = remotecache.configured_url(project._manifest_data)
+    if not url:
+        raise UsageError(f"no remote cache: set [cache] remote in {args.manifest} or "
+                         "IMGBUILD_REMOTE_CACHE (e.g. s3://bucket/prefix)")
+    names = project.select(args.targets)
+    layer = remotecache.open_layer(url, "readwrite" if args.action == "push" else "read", project.cache,
+                                   _warner(args))
+    assert layer is not None
+    work = remotecache.push if args.action == "push" else remotecache.pull
+    moved, there, missing = asyncio.run(work(layer, project.lock, names))
+    verb, held = ("uploaded to", "the remote had already") if args.action == "push" else (
+        "fetched from", "the local cache had already")
+    why = "not in the local cache, or failed" if args.action == "push" else "not in the remote, or failed"
+    _say(args, {"event": "summary", "action": args.action, "moved": moved, "present": there, "missing": missing,
+                "remote": layer.url},
+         f"{args.action}: {moved} image(s) {verb} {layer.url}; {there} {held}"
+         + (f"; {missing} {why}" if missing else ""), summary=True)
+    return 1 if missing else 0
 
 
 def _say(args: argparse.Namespace, event: dict[str, object], line: str, *, summary: bool = False) -> None:
@@ -319,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override the manifest's provider preset (env IMGBUILD_PROVIDER)")
         p.add_argument("--base-url", metavar="URL", help="override the endpoint (env IMGBUILD_BASE_URL)")
 
+    def remote_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--remote", choices=["readwrite", "read", "off"], default="readwrite",
+                       help="the remote cache, if configured: readwrite (default), read (untrusted pull "
+                            "requests: look up, never upload), off (no connection)")
+
     def build_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("targets", nargs="*", metavar="TARGET")
         p.add_argument("-j", "--jobs", type=_positive, metavar="N", help="requests in flight at most")
@@ -328,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-cost", type=_usd, metavar="USD",
                        help="refuse to start over this estimate; never start a request that could pass it")
         provider_options(p)
+        remote_option(p)
 
     b = command("build", cmd_build, "bring the targets (default: all) and what they depend on up to date")
     build_options(b)
@@ -342,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "check":
             p.add_argument("--require-picks", action="store_true",
                            help="also exit 1 while a target with candidates has no pick")
+        remote_option(p)
 
     w = command("watch", cmd_watch, "build, then rebuild what each change to the manifest or an input affects")
     build_options(w)
@@ -363,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = command("gc", cmd_gc, "prune cache objects no lock of this machine's recent projects needs")
     g.add_argument("--older-than", type=float, default=30.0, metavar="DAYS",
                    help="only objects unused for DAYS days (default: 30)")
+
+    ca = command("cache", cmd_cache, "push what the lock records to the remote cache, or pull it into the local one")
+    ca.add_argument("action", choices=["push", "pull"])
+    ca.add_argument("targets", nargs="*", metavar="TARGET")
 
     gr = command("graph", cmd_graph, "print the dependency graph")
     gr.add_argument("--format", choices=["dot", "mermaid"], default="dot")

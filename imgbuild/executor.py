@@ -46,6 +46,7 @@ class BuildOptions:
     keep_going: bool = False
     max_cost_usd: float | None = None
     force: tuple[str, ...] | None = None  # None: nothing forced; () : everything
+    remote: str = "readwrite"  # the remote cache, if one is configured: readwrite | read | off
 
 
 @dataclass
@@ -63,6 +64,8 @@ class Summary:
     not_started: int = 0  # of the skipped: left undone by a stop or the budget (the build is short)
     failures: list[str] = field(default_factory=list)
     uncached: int = 0  # paid images the cache could not take (they went to outputs or a rescue folder)
+    fetched: int = 0  # images brought from the remote cache
+    uploaded: int | None = None  # images uploaded to the remote cache; None: no remote to write to
 
     @property
     def complete(self) -> bool:
@@ -77,6 +80,8 @@ class Summary:
             "retries": self.retries, "cost_usd": round(self.cost_usd, 6),
             "estimate_usd": round(self.estimate_usd, 6), "interrupted": self.interrupted,
             "not_started": self.not_started, "uncached": self.uncached,
+            **({"fetched": self.fetched} if self.fetched else {}),
+            **({"uploaded": self.uploaded} if self.uploaded is not None else {}),
         }
 
 
@@ -365,6 +370,8 @@ class Executor:
             # A request sends the inputs as they are now, and its spec must say what was sent: an
             # input saved since the plan (watch mode queues such saves) is hashed again here.
             decision = self.planner.decide(name)
+            if decision.action is Action.REQUEST and self.planner.remote is not None:
+                decision = await self._from_remote(decision)
         if decision.action is Action.NOTHING:
             self.summary.up_to_date += 1
             return True
@@ -411,6 +418,26 @@ class Executor:
         task = asyncio.create_task(self._call(provider, request, decision))
         self._estimates[task] = reserve
         return task
+
+    async def _from_remote(self, decision: Decision) -> Decision:
+        """Before a request: the remote cache may have what a target that waited for others
+        makes (its spec was unknown when the build looked the others up). Fetched into the local
+        cache, it is restored from there; an object that does not come (altered, gone, the remote
+        down) is absent, and the request goes ahead."""
+        remote, spec = self.planner.remote, decision.spec
+        assert remote is not None and spec is not None
+        if decision.name in self.planner.force:
+            return decision  # -B: a new take, whatever any cache holds
+        entry = self.project.lock.get(decision.name)
+        locked = [o.get("sha256", "") for o in entry.get("outputs", [])] if entry and entry.get("spec") == spec.digest else []
+        if not await remote.look_up([spec.digest], locked, confirm=False):
+            return decision
+        again = self.planner.decide(decision.name)
+        if again.state is State.REMOTE and again.run is not None:
+            await remote.fetch_runs([(spec.digest, again.run)])
+            self.summary.fetched = remote.restored
+            again = self.planner.decide(decision.name)
+        return again
 
     def _reserve(self, decision: Decision) -> float:
         """What a request holds of the budget while in flight: the most it can cost by the prices
@@ -592,6 +619,8 @@ class Executor:
                 return False
             if not staged:
                 await asyncio.to_thread(cache.put_run, decision.spec.digest, record)
+                if self.planner.remote is not None:  # in the background: the next request does not wait
+                    self.planner.remote.publish(decision.spec.digest, record)
             for warning in result.warnings:
                 self.reporter.warn(f"{name}: {warning}")
             chosen, takes = choose(target, self.project.lock.get(name), decision.spec.digest, record, fresh=True)

@@ -49,6 +49,7 @@ _BUILD_SWITCHES = frozenset({"-k", "--keep-going", "--yes"})  # no bearing on a 
 _VALUES = {"--provider": "provider", "--base-url": "base_url", "-j": "jobs", "--jobs": "jobs",
            "--max-cost": "max_cost"}
 _STATUS_VALUES = frozenset({"--provider", "--base-url"})
+_REMOTE_MODES = ("readwrite", "read", "off")
 
 
 class _Args:
@@ -98,6 +99,8 @@ def _parse(argv: list[str]) -> _Args | None:
             args.flags.add(_COMMON[arg])
         elif args.command == "build" and arg in _BUILD_SWITCHES:
             pass
+        elif arg.startswith("--remote=") and arg[9:] in _REMOTE_MODES:
+            pass  # a no-op never asks the remote cache anything, whatever its mode
         elif arg in _VALUES and (args.command == "build" or arg in _STATUS_VALUES):
             value = next(rest, None)
             if value is None or not value or value.startswith("-") or not _valid(_VALUES[arg], value):

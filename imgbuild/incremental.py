@@ -32,7 +32,7 @@ FILE = "tables.marshal"
 RACY_NS = 1_000_000_000  # as statcache: a file modified this close to the save is not trusted
 
 _TARGET_HEADER = re.compile(r"\[images\.([A-Za-z0-9][A-Za-z0-9_-]*)\][ \t]*(?:#.*)?")
-_GLOBAL_HEADER = re.compile(r"\[(?:provider|provider\.prices|defaults|defaults\.extra|vars)\][ \t]*(?:#.*)?")
+_GLOBAL_HEADER = re.compile(r"\[(?:provider|provider\.prices|defaults|defaults\.extra|vars|cache)\][ \t]*(?:#.*)?")
 _LINE_START_BRACKET = re.compile(r"^[ \t]*\[", re.M)
 
 

@@ -156,6 +156,28 @@ class TargetTable(Params):
     atlas: str | None = Field(None, description="Where a sheet's atlas goes (default: the output with .json).")
 
 
+class CacheTable(_Strict):
+    """``[cache]``: where else built images are kept."""
+
+    remote: str | None = Field(
+        None, description="A remote cache shared by a team and its CI: s3://bucket/prefix, gs://…, az://…, "
+        "file:///abs/path or http(s)://… (IMGBUILD_REMOTE_CACHE overrides it). Credentials come from the "
+        "store's usual environment (AWS_* …), never from here.")
+
+    @field_validator("remote")
+    @classmethod
+    def _remote_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .remote._client import RemoteConfigError, parse_location  # no obstore: the URL's shape only
+
+            try:
+                parse_location(value)
+            except RemoteConfigError as exc:
+                # "no_echo": the message never repeats the value, which may hold a password.
+                raise PydanticCustomError("no_echo", str(exc).replace("{", "{{").replace("}", "}}")) from None
+        return value
+
+
 class ManifestFile(_Strict):
     """``images.toml``: declares every image a project needs."""
 
@@ -165,6 +187,7 @@ class ManifestFile(_Strict):
     provider: ProviderTable = Field(default_factory=lambda: ProviderTable(), description="Which API builds the images.")
     defaults: Params = Field(default_factory=lambda: Params(), description="Defaults for every target.")
     vars: dict[str, str] = Field(default_factory=dict, description="Values for ${name} in prompts.")
+    cache: CacheTable = Field(default_factory=lambda: CacheTable(), description="The remote cache, if any.")
     images: dict[Annotated[str, Field(pattern=TARGET_NAME_PATTERN)], TargetTable] = Field(
         default_factory=dict, description="The targets, by name."
     )

@@ -9,7 +9,7 @@ still have their recorded (size, mtime) is ``ok`` without hashing a byte.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from .takes import Takes, annotate, choose, images_asked
 
 if TYPE_CHECKING:
     from .lockfile import Lock
+    from .remotecache import RemoteCache
     from .resolve import Target
     from .statcache import StatCache
 
@@ -31,6 +32,7 @@ class State(StrEnum):
     NEW = "new"
     CHANGED = "changed"
     RESTORE = "restore"
+    REMOTE = "remote"  # not in the local cache, but the remote cache can restore it: no request
     MODIFIED = "modified"
     PINNED = "pinned"
     UPSTREAM = "upstream"
@@ -102,6 +104,9 @@ class Planner:
         # Spec digests an earlier build computed for targets unchanged since (their inputs'
         # digests → the spec digest): hashing 10,000 canonical specs is most of a plan's time.
         self.known_digests: Mapping[str, tuple[tuple[str, ...], str]] = {}
+        # The remote cache's answers, looked up before planning (the planner never waits on a
+        # network): a target it can restore is ``remote``, and costs nothing.
+        self.remote: RemoteCache | None = None
 
     def decide_all(self, order: Iterable[str]) -> list[Decision]:
         return [self.decide(name) for name in order]
@@ -181,7 +186,14 @@ class Planner:
                             [f"{hand_made[0]} {what}: `imgbuild accept {name}` adopts it, --force overwrites it"],
                             spec, promised=on_disk)
         run = None if forced else self.cache.get_run(spec.digest)
+        remote = False
+        if run is None and not forced and self.remote is not None:
+            run = self.remote.run_for(spec.digest)
+            remote = run is not None
         run, takes = choose(target, entry, spec.digest, run)
+        if remote and run is not None and len(run.outputs) == len(target.outputs):
+            return Decision(name, State.REMOTE, Action.RESTORE, [*reasons, "in the remote cache"], spec, run,
+                            promised=tuple(o.sha256 for o in run.outputs), takes=takes)
         if run is not None and len(run.outputs) == len(target.outputs):
             promised = tuple(o.sha256 for o in run.outputs)
             if entry is None:
@@ -242,21 +254,28 @@ class Planner:
         if run is not None:
             return Decision(name, State.RESTORE, Action.RESTORE, problems, spec, run, promised=tuple(locked),
                             sources=sources)
+        run = self._remote_run(entry)
+        if run is not None:
+            return Decision(name, State.REMOTE, Action.RESTORE, [*problems, "in the remote cache"], spec, run,
+                            promised=tuple(locked))
         if target.pinned:
             return Decision(name, State.PINNED, Action.SKIP, [*problems, "not in the cache; pinned: left alone"],
                             spec, promised=on_disk)
         return Decision(name, State.CHANGED, Action.REQUEST, [*problems, "and not in the cache"], spec,
                         estimate_usd=self.estimate(target), promised=(None,) * len(target.outputs))
 
-    def _locked_run(self, entry: Mapping[str, Any]) -> tuple[RunRecord | None, dict[str, str]]:
-        """The locked outputs as a run to restore, if their bytes can be had: from the cache, or
-        from a file in the project that still holds them (a path the lock names)."""
+    def _locked_run(self, entry: Mapping[str, Any], has: Callable[[str], bool] | None = None
+                    ) -> tuple[RunRecord | None, dict[str, str]]:
+        """The locked outputs as a run to restore, if their bytes can be had: from the cache (or
+        where ``has`` says), or from a file in the project that still holds them (a path the lock
+        names)."""
+        has = has or self.cache.has
         outputs, sources = [], {}
         for o in entry.get("outputs", []):
             sha, path = o.get("sha256"), o.get("path")
             if not sha:
                 return None, {}
-            if not self.cache.has(sha):
+            if not has(sha):
                 inside = isinstance(path, str) and not os.path.isabs(path) and not os.path.normpath(path).startswith("..")
                 if not (inside and self.stats.digest(path) == sha):
                     return None, {}
@@ -266,6 +285,14 @@ class Planner:
         if not outputs:
             return None, {}
         return RunRecord(outputs, entry.get("provider", ""), entry.get("cost_usd"), entry.get("built_at", "")), sources
+
+    def _remote_run(self, entry: Mapping[str, Any]) -> RunRecord | None:
+        """The locked outputs as a run the remote cache can restore (the lock names their
+        sha256, so no run entry is needed: a fresh clone restores by its lock)."""
+        if self.remote is None:
+            return None
+        run, sources = self._locked_run(entry, self.remote.holds)
+        return run if not sources else None  # a mix of project files and remote objects: not worth it
 
     def _pinned(self, target: Target, entry: Mapping[str, Any] | None, reasons: list[str],
                 on_disk: tuple[str | None, ...]) -> Decision:

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cache import LocalCache
 from .errors import ImgbuildError, ManifestError, ProjectBusy, StateFileError, UnsafePath, UsageError
@@ -20,12 +20,15 @@ from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry,
 from .fsutil import allow_writes_under, atomic_write, is_inside, remove, remove_leftovers
 from .graph import closure, dependencies, producers_of, topological_order
 from .lockfile import Lock
-from .plan import Action, Decision, Planner, estimate_of
+from .plan import Action, Decision, Planner, State, estimate_of
 from .providers.base import Provider, ProviderSettings
 from .resolve import Overrides, Resolved, Target, parse_manifest, read_manifest, resolve
 from .stale import recorded_outputs, remove_dead
 from .statcache import StatCache
 from .ui import NullReporter, Reporter
+
+if TYPE_CHECKING:
+    from .remotecache import RemoteCache
 
 STATE_DIR = ".imgbuild"
 LOCK_WAIT_S = 3600.0  # how long a build waits for another build of the same project
@@ -70,6 +73,8 @@ class Project:
         self._resolved_ns = 0
         self._changes: tuple[Any, dict[str, Any] | None] | None = None  # incremental state to save
         self._decisions: dict[str, Decision] = {}  # of the last plan
+        self._manifest_data = b""  # as read: its [cache] remote is parsed only when a build needs it
+        self._remote: RemoteCache | None = None  # the remote layer, while a build or status runs
 
     def _fold_journal(self) -> None:
         """A killed build's journal was replayed on load: write it into the lock now (status and
@@ -124,6 +129,7 @@ class Project:
                 project.warnings.append(f"{source} is ignored: the placeholder provider renders locally and calls "
                                         "no endpoint")
         project._resolved_ns = read_ns
+        project._manifest_data = data
         project._changes = changes
         return project
 
@@ -191,15 +197,55 @@ class Project:
                           self.settings.preset, self.settings.prices, self.lock, self.cache, self.stats, forced)
         if self._changes is not None:
             planner.known_digests = self._changes[0].known_digests
+        planner.remote = self._remote
         decisions = planner.decide_all(order)
         self._decisions = planner.decisions
         return Plan(decisions, planner, order)
 
-    def status(self, names: Sequence[str] = ()) -> list[Decision]:
-        """One decision per named target (default: all), without building anything."""
-        plan = self.plan(names)
+    def status(self, names: Sequence[str] = (), *, remote: str = "readwrite",
+               on_warning: Callable[[str], None] | None = None) -> list[Decision]:
+        """One decision per named target (default: all), without building anything. A target
+        the local cache cannot restore is looked up in the remote cache (unless ``remote`` is
+        ``off``): ``remote`` if it can restore it."""
+        plan = self.plan_with_remote(names, remote=remote, on_warning=on_warning)
         shown = set(names) if names else None
         return [d for d in plan.decisions if shown is None or d.name in shown]
+
+    def plan_with_remote(self, names: Sequence[str] = (), *, force: Iterable[str] | None = None,
+                         remote: str = "readwrite", on_warning: Callable[[str], None] | None = None) -> Plan:
+        """:meth:`plan`, with the remote cache's answers (checked: every object is asked for)."""
+        plan = self.plan(names, force=force)
+        if not plan.has_work:
+            return plan  # nothing to look up: no connection
+        try:
+            return asyncio.run(self._consult_remote(plan, names, force, remote, on_warning, confirm=True))
+        finally:
+            self._remote = None
+
+    async def _consult_remote(self, plan: Plan, names: Sequence[str], force: Iterable[str] | None, mode: str,
+                              on_warning: Callable[[str], None] | None, *, confirm: bool) -> Plan:
+        """The plan again, knowing what the remote cache can restore of what the local one cannot."""
+        from .remotecache import configured_url, open_layer, questions
+
+        self._remote = open_layer(configured_url(self._manifest_data), mode, self.cache, on_warning)
+        if self._remote is None:
+            return plan
+        specs, shas = questions(plan.decisions, self.lock, plan.planner.force)
+        if await self._remote.look_up(specs, shas, confirm=confirm):
+            return self.plan(names, force=force)
+        plan.planner.remote = self._remote  # for targets that wait for others: asked when they start
+        return plan
+
+    async def _fetch_remote(self, plan: Plan, names: Sequence[str], force: Iterable[str] | None) -> Plan:
+        """Bring what the plan restores from the remote cache into the local one (checked); the
+        plan again, in which what did not come is a request."""
+        remote = self._remote
+        runs = [(d.spec.digest, d.run) for d in plan.decisions
+                if d.state is State.REMOTE and d.spec is not None and d.run is not None]
+        if remote is None or not runs:
+            return plan
+        await remote.fetch_runs(runs)
+        return self.plan(names, force=force)
 
     # -- building ------------------------------------------------------------------------------
 
@@ -226,13 +272,24 @@ class Project:
         options = options or BuildOptions()
         reporter = reporter or NullReporter()  # a library is quiet unless asked to speak
         plan = self.plan(names, force=options.force)
-        check_budget(plan.decisions, options.max_cost_usd)
         # Entries of targets no longer in the manifest go on a full build, so that the lock says
         # what the manifest builds (and gc may prune what only they kept).
         gone = sorted(set(self.lock.targets) - set(self.targets)) if not names else []
         if not plan.has_work and not gone:
+            check_budget(plan.decisions, options.max_cost_usd)
             self._save_copies()
             return Summary(up_to_date=len(plan.decisions))
+        try:
+            return await self._abuild(plan, gone, names, options, reporter, confirm)
+        finally:
+            self._remote = None
+
+    async def _abuild(self, plan: Plan, gone: list[str], names: Sequence[str], options: BuildOptions,
+                      reporter: Reporter, confirm: Callable[[Plan], bool] | None) -> Summary:
+        if plan.has_work:  # what the remote cache restores costs nothing: before the budget's check
+            plan = await self._consult_remote(plan, names, options.force, options.remote, reporter.warn,
+                                              confirm=False)
+        check_budget(plan.decisions, options.max_cost_usd)
         if confirm is not None and not confirm(plan):
             raise UsageError("build cancelled")
         async with self._arun_lock(reporter):
@@ -241,6 +298,7 @@ class Project:
                 self.lock = Lock.load(self.lock.path, self.state_dir)
                 self.stats = self._stat_cache()
                 plan = self.plan(names, force=options.force)
+            plan = await self._fetch_remote(plan, names, options.force)
             jobs = options.jobs or self.settings.concurrency
             # Opened now when a request is planned: a missing key is one line, before any request.
             # A plan that only waits on upstream targets opens it when (if) it needs it.
@@ -256,6 +314,10 @@ class Project:
             executor = Executor(self, plan.planner, plan.order, reporter, options,
                                 lambda: provider or self._open_provider(jobs))
             summary = await executor.run()
+            if self._remote is not None:  # bounded: what is not up by then, a later build uploads
+                uploaded = await self._remote.drain()
+                summary.uploaded = uploaded if self._remote.store.mode == "readwrite" else None
+                summary.fetched = self._remote.restored
             if not summary.interrupted:
                 await asyncio.to_thread(remove_dead, self, recorded, reporter)
             return summary

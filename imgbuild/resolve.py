@@ -112,7 +112,7 @@ def _pydantic_problems(exc: Any, prefix: tuple[Any, ...] = ()) -> list[Problem]:
         else:
             message = err["msg"]
             value = err.get("input")
-            if isinstance(value, (str, int, float, bool)) and err["type"] != "missing":
+            if isinstance(value, (str, int, float, bool)) and err["type"] not in ("missing", "no_echo"):
                 message = f"{value!r}: {message[0].lower()}{message[1:]}"
         problems.append(Problem(where, message))
     return problems

@@ -64,6 +64,10 @@ def summary_line(s: Summary) -> str:
     over = s.cost_usd - s.estimate_usd
     if over > max(0.0005, 0.01 * s.estimate_usd):  # not the noise of token counts
         tail += f" ({money(over)} over the estimate of {money(s.estimate_usd)})"
+    if s.fetched:
+        tail += f"; {s.fetched} image(s) from the remote cache"
+    if s.uploaded is not None and (s.uploaded or s.built):
+        tail += f"; {s.uploaded} uploaded to the remote cache"
     if s.interrupted:
         tail += "; interrupted"
     return head + tail

@@ -322,7 +322,8 @@ class WatchSession:
 def watch(args: argparse.Namespace) -> int:
     """The ``imgbuild watch`` command: returns its exit code."""
     manifest_path = Path(args.directory).absolute() / args.manifest
-    options = BuildOptions(jobs=args.jobs, keep_going=args.keep_going, max_cost_usd=args.max_cost)
+    options = BuildOptions(jobs=args.jobs, keep_going=args.keep_going, max_cost_usd=args.max_cost,
+                           remote=args.remote)
     reporter = make_reporter(json_lines=args.json, quiet=args.quiet)
     session = WatchSession(
         manifest_path.parent, manifest_path.name, args.targets, options, reporter,

@@ -63,7 +63,7 @@ def bash_complete(project: Project, line: str) -> list[str]:
 
 
 def test_bash_completes_commands(project: Project) -> None:
-    assert bash_complete(project, "imgbuild c") == ["check", "clean", "completion"]
+    assert bash_complete(project, "imgbuild c") == ["cache", "check", "clean", "completion"]
     assert "build" in bash_complete(project, "imgbuild ") and "schema" in bash_complete(project, "imgbuild ")
 
 
@@ -106,7 +106,7 @@ def test_zsh_completes_commands_options_and_targets(project: Project) -> None:
         assert proc.returncode in (0, 1) and proc.stderr == "", proc.stderr
         return sorted(w for w in proc.stdout.splitlines() if w.startswith(words[-1]))
 
-    assert complete("imgbuild c") == ["check", "clean", "completion"]
+    assert complete("imgbuild c") == ["cache", "check", "clean", "completion"]
     assert complete("imgbuild build --ma") == ["--max-cost"]
     assert complete("imgbuild build --provider pl") == ["placeholder"]
     assert complete("imgbuild build kn") == ["knight", "knight-armed"]
@@ -132,7 +132,7 @@ def fish_complete(project: Project, line: str) -> list[str]:
 def test_fish_completes_commands_options_and_targets(project: Project) -> None:
     needs("fish")
     project.manifest(MANIFEST)
-    assert fish_complete(project, "imgbuild c") == ["check", "clean", "completion"]
+    assert fish_complete(project, "imgbuild c") == ["cache", "check", "clean", "completion"]
     assert fish_complete(project, "imgbuild build --ma") == ["--max-cost"]
     assert fish_complete(project, "imgbuild build --provider pl") == ["placeholder"]
     assert fish_complete(project, "imgbuild build kn") == ["knight", "knight-armed"]

@@ -31,6 +31,10 @@ FIELD_FACTS: dict[tuple[str, str], tuple[str | None, str, str]] = {
     ("ManifestFile", "defaults"): ("`{}`", "through the targets", ""),
     ("ManifestFile", "vars"): ("`{}`", "through the prompts", ""),
     ("ManifestFile", "images"): ("`{}`", "yes", "Names match `[A-Za-z0-9][A-Za-z0-9._-]*`."),
+    ("ManifestFile", "cache"): ("`{}`", "no", ""),
+    ("CacheTable", "remote"): ("none: the local cache only", "no",
+                               "`--remote=read` looks up but never uploads (untrusted pull requests); "
+                               "`--remote=off` opens no connection."),
     ("ProviderTable", "name"): (None, "model only",
                                 "`--provider` and `IMGBUILD_PROVIDER` override it."),
     ("ProviderTable", "model"): ("per preset", "yes (canonical id)",
@@ -175,6 +179,7 @@ TITLES = {
     "ManifestFile": "Top level",
     "ProviderTable": "`[provider]`",
     "Prices": "`[provider.prices]`",
+    "CacheTable": "`[cache]`",
     "Params": "`[defaults]`",
     "TargetTable": "`[images.NAME]`: a target",
     "Derived": "Derived targets: `from` and `sheet`",
@@ -522,6 +527,7 @@ def _provider_rules(facts: dict[str, Any]) -> list[str]:
 def render() -> str:
     from imgbuild.manifest import (
         BUILTIN_DEFAULTS,
+        CacheTable,
         DEFAULT_COMPRESSION,
         ManifestFile,
         Params,
@@ -554,6 +560,11 @@ def render() -> str:
          "Prices for the cost estimate (`build -n`, `--max-cost`, `confirm_above`) and for the "
          "cost recorded from a response's token `usage`. An aimlapi response says what it cost "
          "in USD, and that figure is recorded as it is."),
+        ("CacheTable", "CacheTable", defs["CacheTable"], list(CacheTable.model_fields),
+         "A remote cache shared by a team and its CI (S3, Google Cloud Storage, Azure, a folder, or "
+         "a plain HTTP cache): a target the local cache cannot restore is looked up there before "
+         "a request is made, and every image a build pays for is uploaded to it. See "
+         "[the remote cache](design.md#the-remote-cache) and [CI](ci.md#a-remote-cache-shared-by-the-team-and-ci)."),
         ("Params", "Params", defs["Params"], params,
          "Defaults for every target: any target field except `prompt`, `prompt_file`, `output`, "
          "`images` and `mask`. A target's own value wins; where neither sets a parameter, "

@@ -273,6 +273,10 @@ class RemoteStore:
             self._warn(f"remote cache {self.url}: {op} failed: {failure.reason}; "
                        "going on without the remote cache for the rest of this run")
 
+    def warn(self, message: str) -> None:
+        """One warning line about this store (redacted, and said once per run)."""
+        self._warn(message)
+
     def _warn(self, message: str) -> None:
         line = redact(" ".join(message.split()))
         if line in self.warnings:

@@ -1,0 +1,258 @@
+"""The remote cache as the engine sees it: the second layer of the cache, behind the local one.
+
+Lookup order for a target that is not ok: the local run cache, then the remote one, then a
+request. The planner decides synchronously and must never wait on a network, so the project
+asks this layer first (:meth:`RemoteCache.look_up`: concurrent, bounded, with the store's short
+timeouts) about the specs the local cache cannot answer and the objects a lock names but the
+local cache lacks; the planner then reads the answers (:meth:`run_for`, :meth:`holds`) and says
+``remote`` for those targets. A build brings what it restores into the local cache first
+(:meth:`fetch`: streamed, checked against its sha256, renamed into place), and from there it is
+restored like any cached image. What a request made is uploaded in the background
+(:meth:`publish`), and the build waits for the uploads at its end, bounded (:meth:`drain`).
+
+Only the local cache ever writes outputs: a remote object that does not match its sha256 never
+reaches the local cache, so it can never reach an output either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import tomllib
+from collections.abc import Callable, Container, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from .cache import LocalCache, OutputInfo, RunRecord, decode_run, encode_run
+from .plan import Action
+
+if TYPE_CHECKING:
+    from .lockfile import Lock
+    from .plan import Decision
+    from .remote import RemoteStore
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+DRAIN_TIMEOUT_S = 120.0  # at the end of a build: what is not up by then waits for a later build
+
+
+def configured_url(manifest_data: bytes) -> str | None:
+    """The remote cache's URL: ``$IMGBUILD_REMOTE_CACHE``, else the manifest's ``[cache] remote``
+    (validated with the manifest; read again only now, when a build or status needs it)."""
+    from .remote import REMOTE_ENV
+
+    env = os.environ.get(REMOTE_ENV, "").strip()
+    if env:
+        return env
+    if b"remote" not in manifest_data:
+        return None
+    try:
+        table = tomllib.loads(manifest_data.decode("utf-8")).get("cache")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    url = table.get("remote") if isinstance(table, dict) else None
+    return url if isinstance(url, str) and url else None
+
+
+def questions(decisions: Iterable[Decision], lock: Lock, forced: Container[str]) -> tuple[list[str], list[str]]:
+    """What to ask the remote cache for the targets the plan would request: where the lock
+    already records this very spec, its outputs by sha256 (a fresh clone restores by its lock:
+    the lock is committed, so no entry needs to vouch for them); else their specs' run entries."""
+    specs, shas = [], []
+    for d in decisions:
+        if d.action is not Action.REQUEST or d.spec is None or d.name in forced:
+            continue
+        entry = lock.get(d.name)
+        if entry is not None and entry.get("spec") == d.spec.digest:
+            shas.extend(o.get("sha256", "") for o in entry.get("outputs", []))
+        else:
+            specs.append(d.spec.digest)
+    return specs, shas
+
+
+def open_layer(url: str | None, mode: str, local: LocalCache,
+               on_warning: Callable[[str], None] | None) -> RemoteCache | None:
+    """The remote layer for ``url`` in ``mode``, or None when there is none (no URL, or off).
+    Raises RemoteConfigError (exit 2) for a bad URL or mode; opens no connection."""
+    if not url or mode == "off":
+        if mode not in ("readwrite", "read", "off"):
+            from .remote import RemoteConfigError
+
+            raise RemoteConfigError(f"--remote={mode} is unknown; use readwrite, read or off")
+        return None
+    from .remote import open_remote  # imported only when a remote is used: obstore is heavy
+
+    from .remote._client import parse_location
+
+    where = parse_location(url)  # a bad URL is a setting to fix (exit 2), obstore or not
+    try:
+        import obstore  # noqa: F401  # the optional extra: its absence costs a warning, not a build
+    except ImportError:
+        if on_warning is not None:
+            on_warning(f"remote cache {where.url}: not used: it needs obstore (pip install 'imgbuild[remote]')")
+        return None
+    return RemoteCache(local, open_remote(url, mode, on_warning=on_warning))  # type: ignore[arg-type]
+
+
+class RemoteCache:
+    """One remote store for one run, beside the local cache it fills."""
+
+    def __init__(self, local: LocalCache, store: RemoteStore) -> None:
+        self.local = local
+        self.store = store
+        self._runs: dict[str, RunRecord] = {}  # spec digest → a record the remote can restore
+        self._asked: set[str] = set()  # spec digests and objects already looked up
+        self._objects: set[str] = set()  # objects the remote holds (or, in a build, is believed to)
+        self._lost: set[str] = set()  # objects that did not come down this run: absent from now on
+        self.restored = 0  # objects brought into the local cache this run
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    # -- what the planner reads (synchronous, no network) --------------------------------------
+
+    def run_for(self, spec_digest: str) -> RunRecord | None:
+        record = self._runs.get(spec_digest)
+        if record is None or not all(self.holds(o.sha256) for o in record.outputs):
+            return None
+        return record
+
+    def holds(self, sha256: str) -> bool:
+        return self.local.has(sha256) or (sha256 in self._objects and sha256 not in self._lost)
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    async def look_up(self, specs: Iterable[str], objects: Iterable[str], *, confirm: bool) -> bool:
+        """Ask the remote about run entries (by spec digest) and objects (by sha256) not asked
+        about before. With ``confirm``, every object is checked to be there (status); without
+        (a build, which fetches them next and learns it then), the answer costs no extra request.
+        True when it found anything."""
+        specs = [s for s in dict.fromkeys(specs) if s not in self._asked]
+        shas = [s for s in dict.fromkeys(objects) if _SHA256.fullmatch(s) and s not in self._asked
+                and not self.local.has(s)]
+        self._asked.update(specs)
+        self._asked.update(shas)
+        if not self.store.readable or not (specs or shas):
+            return False
+        before = (len(self._runs), len(self._objects))
+        await asyncio.gather(*(self._look_up_run(s, confirm) for s in specs),
+                             *(self._look_up_object(s, confirm) for s in shas))
+        return (len(self._runs), len(self._objects)) != before
+
+    async def _look_up_run(self, spec_digest: str, confirm: bool) -> None:
+        raw = await self.store.get_run(spec_digest)
+        if raw is None:
+            return
+        record = decode_run(raw)
+        if record is None:
+            self.store.warn(f"remote cache {self.url}: run entry {spec_digest[:12]}… is not one imgbuild "
+                             "can read; ignored")
+            return
+        wanted = [o.sha256 for o in record.outputs if not self.local.has(o.sha256)]
+        if confirm:
+            present = await asyncio.gather(*(self.store.has_object(s) for s in wanted))
+            if not all(present):
+                return
+        self._objects.update(wanted)
+        self._runs[spec_digest] = record
+
+    async def _look_up_object(self, sha256: str, confirm: bool) -> None:
+        if not confirm or await self.store.has_object(sha256):
+            self._objects.add(sha256)
+
+    # -- into the local cache ------------------------------------------------------------------
+
+    async def fetch(self, outputs: Sequence[OutputInfo]) -> bool:
+        """Bring the objects of ``outputs`` that the local cache lacks into it. False when any
+        did not come (absent, altered, the remote down): those count as absent from now on."""
+        wanted = list(dict.fromkeys(o for o in outputs if not self.local.has(o.sha256)))
+        results = await asyncio.gather(*(self._fetch_one(o) for o in wanted))
+        return all(results)
+
+    async def _fetch_one(self, info: OutputInfo) -> bool:
+        if info.sha256 in self._lost:
+            return False
+        dest = self.local.object_path(info.sha256)
+        ok = await self.store.get_object(info.sha256, dest, expected_size=info.bytes or None,
+                                         file_mode=0o444)
+        if ok:
+            self.restored += 1
+        else:
+            self._lost.add(info.sha256)
+        return ok
+
+    async def fetch_runs(self, runs: Iterable[tuple[str, RunRecord]]) -> None:
+        """Fetch the objects of ``runs`` (spec digest, record) into the local cache. A run that
+        came from a remote entry is recorded in the local run cache too, so that the planner (and
+        every later build) finds it there; one restored by the lock needs no entry."""
+
+        async def one(spec_digest: str, record: RunRecord) -> None:
+            if await self.fetch(record.outputs) and spec_digest in self._runs:
+                await asyncio.to_thread(self.local.put_run, spec_digest, self._runs[spec_digest])
+
+        await asyncio.gather(*(one(s, r) for s, r in runs))
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    def publish(self, spec_digest: str, record: RunRecord) -> None:
+        """Upload a run's objects (from the local cache) and then its entry, in the background."""
+        self.store.publish(spec_digest, encode_run(record),
+                           [(o.sha256, self.local.object_path(o.sha256)) for o in record.outputs])
+
+    async def drain(self, timeout_s: float | None = DRAIN_TIMEOUT_S) -> int:
+        """Wait (at most ``timeout_s``) for the uploads; the number of objects that went up."""
+        return await self.store.drain(timeout_s if timeout_s is not None else 86400.0)
+
+
+# -- imgbuild cache push | pull ----------------------------------------------------------------
+
+async def push(layer: RemoteCache, lock: Lock, names: Sequence[str]) -> tuple[int, int, int]:
+    """Upload what the lock records for ``names``: their objects from the local cache, then their
+    run entries where the local run cache has them (an image accepted by hand is this project's,
+    restored by its lock, never offered to others as the answer to a spec). Returns (objects
+    uploaded, objects the remote had already, objects not up: not in the local cache, or failed)."""
+    local, store = layer.local, layer.store
+    runs: dict[str, RunRecord] = {}
+    objects: set[str] = set()
+    lacking = 0
+    for name in names:
+        entry = lock.get(name)
+        if entry is None:
+            continue
+        spec = entry.get("spec", "")
+        record = local.get_run(spec) if isinstance(spec, str) and _SHA256.fullmatch(spec) else None
+        if record is not None:
+            runs[spec] = record
+        for o in entry.get("outputs", []):
+            sha = o.get("sha256", "")
+            if isinstance(sha, str) and _SHA256.fullmatch(sha) and local.has(sha):
+                objects.add(sha)
+            else:
+                lacking += 1
+    for record in runs.values():
+        objects.update(o.sha256 for o in record.outputs)
+    shas = sorted(objects)
+    held = dict(zip(shas, await asyncio.gather(*(store.put_object(sha, local.object_path(sha)) for sha in shas))))
+    await asyncio.gather(*(store.put_run(spec, encode_run(record)) for spec, record in runs.items()
+                           if all(held.get(o.sha256) for o in record.outputs)))
+    uploaded = store.stats.objects_up
+    return uploaded, sum(held.values()) - uploaded, lacking + len(held) - sum(held.values())
+
+
+async def pull(layer: RemoteCache, lock: Lock, names: Sequence[str]) -> tuple[int, int, int]:
+    """Fetch into the local cache what the lock records for ``names`` and the local cache lacks.
+    Returns (fetched, already there, not to be had from the remote)."""
+    wanted: dict[str, OutputInfo] = {}
+    present = 0
+    for name in names:
+        entry = lock.get(name)
+        for o in entry.get("outputs", []) if entry is not None else ():
+            sha = o.get("sha256", "")
+            if not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+                continue
+            if layer.local.has(sha):
+                present += 1
+            else:
+                wanted[sha] = OutputInfo(sha, o.get("bytes", 0), 0, 0, None)
+    await layer.fetch(list(wanted.values()))
+    return layer.restored, present, len(wanted) - layer.restored
