@@ -16,15 +16,14 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import safekeep
+from . import copybatch, safekeep
 from .cache import OutputInfo, RunRecord
+from .copybatch import BatchedRestores, CopyBatch
 from .errors import BudgetExceeded, ImgbuildError, ProviderError
-from .fsutil import atomic_copy
 from .plan import Action, Decision, State
 from .pricing import ceiling_usd
 from .providers.base import ImageRequest, Provider
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
     from .ui import Reporter
 
 
-RESTORE_JOBS = 8  # copies from the cache at once, besides the requests in flight
 
 
 @dataclass
@@ -190,7 +188,7 @@ class Executor:
         self._uncached: list[str] = []  # targets whose paid images the cache could not take
         self._cache_error: OSError | None = None
         self._restoring: set[asyncio.Task[Any]] = set()
-        self._restore_pool: ThreadPoolExecutor | None = None
+        self._restore_pool: BatchedRestores | None = None
         self._deriving: set[asyncio.Task[Any]] = set()
         self._derive_pool: Any = None  # imgbuild.derive.pool.DerivePool, imported at the first derived target
 
@@ -287,7 +285,7 @@ class Executor:
         """The next target to start, in build order: a request target while fewer than ``jobs``
         requests are in flight, a derived one while the pool has room (it is never held behind
         requests), and neither while the restore pool is full."""
-        if len(self._restoring) >= RESTORE_JOBS:
+        if len(self._restoring) >= copybatch.IN_FLIGHT:
             return None
         room = running - len(self._restoring) - len(self._deriving) < self.jobs
         if local and len(self._deriving) < self._derive_slots() and (not room or not ready or local[0] < ready[0]):
@@ -485,10 +483,9 @@ class Executor:
     async def _restore_in_pool(self, decision: Decision) -> bool:
         """Restores run side by side (copies and fsyncs wait on the disk, not the CPU), beside
         the requests in flight and not counted against ``jobs``."""
-        if self._restore_pool is None:
-            self._restore_pool = ThreadPoolExecutor(RESTORE_JOBS, thread_name_prefix="imgbuild-restore",
-                                                    initializer=_name_os_thread)
-        await asyncio.get_running_loop().run_in_executor(self._restore_pool, self._restore, decision)
+        if self._restore_pool is None:  # batches: one sync and one folder check for many files
+            self._restore_pool = BatchedRestores(self._restore_into, self.lock_writer.dirs, _name_os_thread)
+        await self._restore_pool.restore(decision)
         self.summary.restored += 1
         self.reporter.event("restored", decision.name, decision.reason, state=str(decision.state))
         self._finished(decision)
@@ -498,23 +495,40 @@ class Executor:
         """Copy a run's outputs from the cache (or from ``staged`` files the cache could not take);
         record them in the lock under the decision's spec (a pinned target's missing outputs,
         restored with no spec, leave its lock entry alone)."""
+        batch = CopyBatch(self.lock_writer.dirs)  # a batch of one
+        batch.run(decision.name, lambda b: self._restore_into(decision, b, staged))
+        error = batch.commit().get(decision.name)
+        if error is not None:
+            raise error
+
+    def _restore_into(self, decision: Decision, batch: CopyBatch, staged: dict[str, Path] | None = None) -> None:
+        """:meth:`_restore`, its copies and what follows them part of ``batch``."""
         assert decision.run is not None
         target = self.project.targets[decision.name]
         if decision.sources:
             self._cache_sources(decision.sources)
         outputs = []
+        copied: list[tuple[str, str]] = []
         for rel, info in zip(target.outputs, decision.run.outputs):
             if self.project.stats.digest(rel) != info.sha256:
                 source = (staged or {}).get(info.sha256) or self.project.cache.object_path(info.sha256)
-                try:
-                    atomic_copy(source, self.project.root / rel, dirs=self.lock_writer.dirs)
-                except OSError as exc:
-                    hint = "" if source != self.project.cache.object_path(info.sha256) else (
-                        "; its image is in the cache: the next build restores it")
-                    raise ImgbuildError(f"{rel}: cannot be written ({exc.strerror or exc}){hint}") from exc
-                self.project.stats.record(rel, info.sha256)
+                hint = "" if source != self.project.cache.object_path(info.sha256) else (
+                    "; its image is in the cache: the next build restores it")
+
+                def error(exc: OSError, rel: str = rel, hint: str = hint) -> ImgbuildError:
+                    return ImgbuildError(f"{rel}: cannot be written ({exc.strerror or exc}){hint}")
+
+                batch.copy(source, self.project.root / rel, error)
+                copied.append((rel, info.sha256))
             self.project.cache.touch(info.sha256)
             outputs.append((rel, info))
+        batch.then(lambda: self._restored(decision, copied, outputs))
+
+    def _restored(self, decision: Decision, copied: list[tuple[str, str]], outputs: list[Any]) -> None:
+        """After a restore's copies are in place: their digests, and the lock entry."""
+        assert decision.run is not None
+        for rel, sha in copied:
+            self.project.stats.record(rel, sha)
         if decision.spec is None:
             return
         run = decision.run

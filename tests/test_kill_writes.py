@@ -98,3 +98,90 @@ def test_sigkill_during_writes_never_tears_the_lock_or_an_output_and_the_next_bu
     assert set(lock_targets(project)) == {f"t{i}" for i in range(TARGETS)}
     assert project.run("check").code == 0
     assert kills >= 4 and caught_mid_write >= 1, (kills, caught_mid_write)
+
+
+RESTORED = 120
+RESTORE_BUDGET_S = 6.0
+
+
+def test_sigkill_while_restoring_in_batches_leaves_each_output_absent_or_whole(project: Project) -> None:
+    # Restores copy a batch of files to temp names, sync them together, then rename each: a kill
+    # at any point leaves an output absent or the locked bytes, never a partial or empty file.
+    body = ['[provider]\nname = "placeholder"\nconcurrency = 4\n']
+    body += [f'[images.r{i:03d}]\nprompt = "restored {i}"\noutput = "out/r{i:03d}.png"\nquality = "low"\n'
+             for i in range(RESTORED)]
+    project.manifest("\n".join(body))
+    assert project.build("-j", "4").code == 0
+    locked = {e["outputs"][0]["path"]: e["outputs"][0]["sha256"] for e in lock_targets(project).values()}
+    rng = random.Random(3)
+    started = time.monotonic()
+    kills = caught_mid_write = 0
+    while time.monotonic() - started < RESTORE_BUDGET_S or kills < 3:
+        for path in (project.root / "out").glob("*.png"):
+            path.unlink()
+        proc = subprocess.Popen([sys.executable, "-m", "imgbuild", "-C", str(project.root), "build", "-q"],
+                                env=project.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=rng.uniform(0.3, 1.2))
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            kills += 1
+            caught_mid_write += any((project.root / "out").glob(".imgbuild-tmp-*"))
+        for rel, sha in locked.items():
+            path = project.root / rel
+            if path.exists():
+                assert hashlib.sha256(path.read_bytes()).hexdigest() == sha, f"{rel} is not whole"
+    rerun = project.build()
+    assert rerun.code == 0, rerun.err
+    assert rerun.requests == 0
+    assert leftovers(project) == []
+    assert all(hashlib.sha256((project.root / rel).read_bytes()).hexdigest() == sha for rel, sha in locked.items())
+    assert kills >= 3 and caught_mid_write >= 1, (kills, caught_mid_write)
+
+
+LOCK_TARGETS = 40
+LOCK_ROUNDS = 2  # builds, each rewriting every entry of the lock
+
+
+def test_a_reader_of_the_lock_during_builds_only_ever_sees_a_whole_lock(project: Project) -> None:
+    # What a SIGKILL at that instant would leave: the lock is read back-to-back while builds rewrite
+    # it (large entries: long prompts), and every state seen must parse as a whole lock. A lock
+    # written in place (truncate, then write) shows an empty or cut file here within a few rewrites.
+    import threading
+
+    lock_path = project.root / "images.lock"
+    seen: dict[bytes, str] = {}  # the states read, each parsed once → what was wrong with it
+    building = threading.Event()
+
+    def read_back_to_back() -> None:
+        while building.is_set():
+            try:
+                data = lock_path.read_bytes()
+            except FileNotFoundError:
+                continue
+            if data not in seen:
+                try:
+                    parsed = tomllib.loads(data.decode("utf-8"))
+                    seen[data] = "" if parsed.get("version") == 1 else "no version"
+                except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                    seen[data] = f"torn: {exc}"
+
+    for rounds in range(1, LOCK_ROUNDS + 1):
+        padding = " and a long description of the scene" * 120
+        body = ['[provider]\nname = "placeholder"\nconcurrency = 4\n']
+        body += [f'[images.p{i:03d}]\nprompt = "round {rounds}, picture {i}{padding}"\n'
+                 f'output = "out/p{i:03d}.png"\nquality = "low"\n' for i in range(LOCK_TARGETS)]
+        project.manifest("\n".join(body))
+        building.set()
+        reader = threading.Thread(target=read_back_to_back)
+        reader.start()
+        try:
+            result = project.build("-j", "4")
+        finally:
+            building.clear()
+            reader.join()
+        assert result.code == 0, result.err
+    torn = [why for why in seen.values() if why]
+    assert not torn, torn[:3]
+    assert len(seen) >= 2 * LOCK_ROUNDS  # the reader saw the lock rewritten during the builds
