@@ -52,9 +52,10 @@ def test_each_card_shows_its_outputs_thumbnail_named_by_their_digest(game: Proje
     page = read(game)
     lock = game.lock()["targets"]
     for name, entry in lock.items():
-        shown = page.shas(name)[: len(entry["outputs"])]
-        assert shown == [o["sha256"] for o in entry["outputs"]]
-        for sha, output in zip(shown, entry["outputs"]):
+        images = [o for o in entry["outputs"] if not o["path"].endswith(".json")]  # a sheet's atlas: a link
+        shown = page.shas(name)[: len(images)]
+        assert shown == [o["sha256"] for o in images]
+        for sha, output in zip(shown, images):
             assert hashlib.sha256(game.read(output["path"])).hexdigest() == sha
             assert (game.root / ".imgbuild/review/thumbs" / sha[:2] / f"{sha}.webp").is_file()
 
@@ -117,7 +118,7 @@ def test_a_target_never_built_has_a_card_that_says_so(project: Project) -> None:
 def test_the_build_remembers_each_new_lock_entry_once(game: Project) -> None:
     history = game.root / ".imgbuild/history.jsonl"
     lines = history.read_text().splitlines()
-    assert len(lines) == 11  # one per target built
+    assert len(lines) == len(game.lock()["targets"])  # one per target built
     game.build("--provider", "placeholder")  # nothing to do
     game.run("clean")
     game.build("--provider", "placeholder")  # restored as locked: the same entries

@@ -86,12 +86,29 @@ def _figure(shown: Shown | None, links: Links, have: dict[str, bool], css: str, 
             f"<figcaption>{caption}{_e(size)}</figcaption>{extra}</figure>")
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def _is_image(rel: str) -> bool:
+    return rel.lower().endswith(_IMAGE_SUFFIXES)
+
+
+def _file_link(shown: Shown | None, links: Links, rel: str) -> str:
+    """An output that is no image (a sprite sheet's atlas): a link to it, no picture."""
+    if shown is None:
+        return f'<figure class="output file missing"><figcaption>{_e(rel)}: not on disk nor in the cache' \
+               "</figcaption></figure>"
+    return f'<figure class="output file"><figcaption><a href="{_e(_full(shown, links))}" ' \
+           f'target="_blank">{_e(rel)}</a></figcaption></figure>'
+
+
 def card_html(card: Card, links: Links, have: dict[str, bool]) -> str:
     """One target's card. Its fingerprint (data-fp) changes whenever anything on it does."""
     name = _e(card.name)
     parts = [f'<header><h2>{name}</h2><span class="state">{_e(card.state)}</span>'
              f'<span class="reason">{_e(card.reason)}</span></header>']
-    outs = [_figure(s, links, have, "output", f"{card.name}: {rel}", _e(rel)) for rel, s in card.outputs]
+    outs = [_figure(s, links, have, "output", f"{card.name}: {rel}", _e(rel)) if _is_image(rel)
+            else _file_link(s, links, rel) for rel, s in card.outputs]
     parts.append(f'<div class="images">{"".join(outs)}</div>')
     if card.takes:
         figures = []
