@@ -44,6 +44,9 @@ BASE = """
     ('from = "art/hero.png"\nsize = "1024x1024"',
      "images.toml: images.bad.size: size is a request field; this target is derived (from), made locally: "
      "remove it"),
+    ('from = "art/hero.png"\ncandidates = 3',
+     "images.toml: images.bad.candidates: candidates is a request field; this target is derived (from), made "
+     "locally: remove it"),
     ('prompt = "a request"\nresize = "64x"',
      "images.toml: images.bad.resize: resize is an operation of a derived target (from or sheet); this "
      "target is a request (prompt): remove it, or derive a target from it"),

@@ -28,7 +28,8 @@ MAX_EDGE = 16384  # what a resize or crop may ask for: past it a typo, not an im
 FITS = ("cover", "contain", "fill", "inside")
 DEFAULT_MATTE = "#ffffff"
 # A derived target is made locally: what only a request means is a mistake on it.
-REQUEST_FIELDS = ("size", "quality", "background", "moderation", "n", "images", "mask", "revision", "extra")
+REQUEST_FIELDS = ("size", "quality", "background", "moderation", "n", "images", "mask", "revision", "extra",
+                  "candidates")
 FROM_FIELDS = ("crop", "trim", "resize", "fit", "matte")
 SHEET_FIELDS = ("columns", "atlas")
 _RESIZE = re.compile(r"^(\d*)x(\d*)$")
