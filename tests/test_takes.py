@@ -301,3 +301,19 @@ def test_placeholder_takes_differ_and_are_the_same_on_every_build(make_project: 
         p.manifest('[provider]\nname = "placeholder"\n' + _hero())
         assert p.build().code == 0
     assert len(set(_takes(first))) == 3 and _takes(first) == _takes(second)
+
+
+def test_takes_the_cache_cannot_take_are_rescued_not_dropped(start_api_server: Any, project: Project) -> None:
+    from test_disk_faults import Disks
+
+    server = start_api_server("openai", distinct_images=True)
+    _compatible(project, server, _hero())
+    disks = Disks()
+    try:
+        disks.read_only(project.cache / "objects")
+        result = project.build(env=_env(server))
+    finally:
+        disks.undo()
+    assert result.code == 1 and result.requests == 1
+    kept = {_sha(p.read_bytes()) for p in (project.root / ".imgbuild" / "rescue" / "hero").iterdir()}
+    assert kept | {_sha(project.read("assets/hero.png"))} == set(server.served)
