@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
 
+    from .plan import Decision
     from .project import Plan, Project
     from .ui import Reporter
 
@@ -113,7 +114,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unpicked(args: argparse.Namespace, project: Project, decisions: list) -> list:  # type: ignore[type-arg]
+def _unpicked(args: argparse.Namespace, project: Project, decisions: list[Decision]) -> list[Decision]:
     """check --require-picks: the targets with candidates whose current spec has no pick, each
     said once (on stderr: stdout is the status lines)."""
     from .takes import unpicked

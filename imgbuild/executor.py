@@ -638,6 +638,7 @@ class Executor:
             for warning in result.warnings:
                 self.reporter.warn(f"{name}: {warning}")
             chosen, takes = choose(target, self.project.lock.get(name), decision.spec.digest, record, fresh=True)
+            assert chosen is not None  # as many images as the target asks for, checked above
             restored = Decision(name, decision.state, Action.RESTORE, decision.reasons, decision.spec,
                                 chosen, takes=takes)
             try:

@@ -150,7 +150,8 @@ def annotate(decision: Decision, target: Target, entry: Mapping[str, Any] | None
         decision.reasons.append(decision.takes.line)
         return
     old_pick = entry.get("pick") if entry is not None else None
-    if type(old_pick) is int and decision.action in (Action.REQUEST, Action.WAIT):
+    # Not for a target still waiting on an input: that input may come back the same (then so is the spec).
+    if type(old_pick) is int and decision.action is Action.REQUEST:
         decision.reasons.append(f"the pick of take {old_pick} no longer applies: pick again from the new takes")
 
 

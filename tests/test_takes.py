@@ -301,3 +301,27 @@ def test_placeholder_takes_differ_and_are_the_same_on_every_build(make_project: 
         p.manifest('[provider]\nname = "placeholder"\n' + _hero())
         assert p.build().code == 0
     assert len(set(_takes(first))) == 3 and _takes(first) == _takes(second)
+
+
+def test_takes_the_cache_cannot_take_are_rescued_not_dropped(start_api_server: Any, project: Project) -> None:
+    from test_disk_faults import Disks
+
+    server = start_api_server("openai", distinct_images=True)
+    _compatible(project, server, _hero())
+    disks = Disks()
+    try:
+        disks.read_only(project.cache / "objects")
+        result = project.build(env=_env(server))
+    finally:
+        disks.undo()
+    assert result.code == 1 and result.requests == 1
+    kept = {_sha(p.read_bytes()) for p in (project.root / ".imgbuild" / "rescue" / "hero").iterdir()}
+    assert kept | {_sha(project.read("assets/hero.png"))} == set(server.served)
+
+
+def test_clean_then_build_brings_the_picked_take_back_for_free(built: Project, server: ApiServer) -> None:
+    assert built.run("pick", "hero", "3", env=_env(server)).code == 0
+    assert built.run("clean").code == 0 and not (built.root / "assets/hero.png").exists()
+    result = built.build(env=_env(server))
+    assert result.requests == 0 and _sha(built.read("assets/hero.png")) == _takes(built)[2]
+    assert _entry(built)["pick"] == 3
