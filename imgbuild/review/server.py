@@ -68,6 +68,8 @@ class Review:
         self.files: dict[str, Path] = {}  # what /file/<rel> may serve
         self.objects: dict[str, Path] = {}  # what /object/<sha256> may serve
         self.thumbs: set[str] = set()
+        self._cards: list[model.Card] = []
+        self._have: dict[str, bool] = {}  # sha256 → whether its thumbnail exists
         self._fresh = True  # the project given was just loaded
 
     def _watched(self) -> list[Path]:
