@@ -140,10 +140,12 @@ class Review:
             return {"cards": {n: self.fps[n] for n in self.order}, "summary": self.summary, "error": self.error}
 
     def pick(self, name: str, take: int) -> dict[str, Any]:
-        """What ``imgbuild pick NAME TAKE`` does, on the project as it is now on disk."""
+        """What ``imgbuild pick NAME TAKE`` does, on the project as it is now on disk. Not under
+        the mutex: a pick waits for a build in progress (the run lock), and the cards go on
+        following that build meanwhile."""
+        project = self.load()
+        project.pick(name, take)
         with self.mutex:
-            project = self.load()
-            project.pick(name, take)  # type: ignore[attr-defined]
             self.project, self._fresh = project, True
             self.refresh(force=True)
             return {"html": self.cards.get(name, ""), "message": f"picked take {take} of {name}"}
