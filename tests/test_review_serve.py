@@ -158,7 +158,7 @@ def test_each_card_shows_the_image_of_its_output(game: Project, served: Served, 
     tab.goto(served.url)
     lock = game.lock()["targets"]
     assert sorted(tab.eval_on_selector_all("article.card", "cs => cs.map(c => c.dataset.target)")) == sorted(lock)
-    tab.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    tab.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
     ARTIFACTS.mkdir(exist_ok=True)
     tab.screenshot(path=str(ARTIFACTS / "review-page.png"), full_page=True)
     for name, entry in lock.items():
@@ -352,6 +352,16 @@ def test_a_pick_from_another_origin_gets_403(shared: tuple[Project, Served]) -> 
                                headers={"Content-Type": "application/json", "Origin": "http://evil.example"})
     assert status == 403
     assert _files(game) == before
+
+
+def test_the_page_on_disk_shows_every_image_with_no_server(game: Project, tab: Any) -> None:
+    game.manifest((game.root / "images.toml").read_text().replace("A green slime", "A blue slime"))
+    assert game.build("--provider", "placeholder").code == 0  # an earlier image, from the cache
+    assert game.run("review", "--provider", "placeholder").code == 0
+    tab.goto((game.root / ".imgbuild/review/index.html").as_uri())
+    tab.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
+    sources = tab.eval_on_selector_all("img", "imgs => imgs.map(i => i.currentSrc)")
+    assert len(sources) > len(game.lock()["targets"]) and all(s.startswith("file:") for s in sources)
 
 
 def test_the_page_on_disk_says_which_command_picks(game: Project, tab: Any) -> None:
