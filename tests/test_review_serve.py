@@ -387,3 +387,19 @@ def test_open_hands_the_served_url_to_the_browser(game: Project, tmp_path: Path)
         assert opened.read_text().strip() == server.url
     finally:
         server.stop()
+
+
+def test_a_broken_manifest_keeps_the_cards_and_says_why_until_it_is_fixed(game: Project, served: Served) -> None:
+    def state() -> dict[str, Any]:
+        status, body = served.request("GET", f"/{served.token}/api/state")
+        assert status == 200
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    before = state()
+    text = (game.root / "images.toml").read_text()
+    game.manifest(text.replace('size = "1024x1024"', 'size = "1000x1000"', 1))
+    broken = state()
+    assert broken["cards"] == before["cards"]
+    assert broken["error"].startswith("images.toml: ") and "1000x1000" in broken["error"]
+    game.manifest(text)
+    assert state()["error"] == ""

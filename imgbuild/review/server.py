@@ -36,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import ImgbuildError, one_line
 from ..fsutil import is_inside
+from ..journal import FILE as JOURNAL_FILE
 from . import model, page, thumbs
 from .history import HISTORY_FILE
 
@@ -74,7 +75,7 @@ class Review:
 
     def _watched(self) -> list[Path]:
         p = self.project
-        files = [self.manifest, p.lock.path, p.state_dir / "lock.journal", p.state_dir / HISTORY_FILE]
+        files = [self.manifest, p.lock.path, p.state_dir / JOURNAL_FILE, p.state_dir / HISTORY_FILE]
         for t in p.targets.values():
             files.extend(p.root / rel for rel in (*t.outputs, *t.inputs))
         return files
@@ -97,8 +98,8 @@ class Review:
             if not self._fresh:
                 try:
                     self.project = self.load()
-                except ImgbuildError as exc:  # a manifest half edited: keep the cards, say why
-                    self.error = one_line(str(exc))
+                except (ImgbuildError, OSError) as exc:  # a manifest half edited: keep the cards, say why
+                    self.error = one_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                     self.signature = signature
                     return
                 signature = self._signature()  # the targets (and so the files watched) may differ now
