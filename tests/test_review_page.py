@@ -169,3 +169,10 @@ def test_a_page_of_takes_and_edits_built_against_the_api_links_only_to_files(sta
         if url.scheme != "data":
             path = Path(unquote(url.path)) if url.scheme == "file" else page_dir.parent / unquote(link)
             assert path.is_file(), link
+
+
+def test_json_says_where_the_page_is(game: Project) -> None:
+    result = game.run("review", "--json", "--provider", "placeholder")
+    assert result.code == 0, result.err
+    (event,) = result.events
+    assert event == {"event": "review", "path": str(game.root / PAGE), "targets": 11}

@@ -42,6 +42,7 @@ from .history import HISTORY_FILE
 
 if TYPE_CHECKING:
     from ..project import Project
+    from .command import Say
 
 POLL_MS = 1000
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -289,7 +290,7 @@ class Handler(BaseHTTPRequestHandler):
         except ImgbuildError as exc:
             self._json(HTTPStatus.BAD_REQUEST, {"error": one_line(str(exc))})
             return
-        print(one_line(f"picked   {name}: take {take}"), flush=True)
+        self.server.say({"event": "picked", "target": name, "take": take}, f"picked   {name}: take {take}")
         self._json(HTTPStatus.OK, answer)
 
 
@@ -300,6 +301,8 @@ CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; scr
 class ReviewServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = False  # a second server on the same port is an error, not a silent share
+
+    say: Say
 
     def __init__(self, port: int, review_of: Callable[[str], Review]) -> None:
         super().__init__(("127.0.0.1", port), Handler)
@@ -313,17 +316,19 @@ class ReviewServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.port}/{self.token}/"
 
 
-def serve(project: Project, load: Callable[[], Project], manifest: Path, *, port: int = 0,
+def serve(project: Project, load: Callable[[], Project], manifest: Path, say: Say, *, port: int = 0,
           open_browser: bool = False) -> int:
     """Serve until Ctrl-C; returns the exit code."""
     try:
         server = ReviewServer(port, lambda prefix: Review(project, load, manifest, prefix))
+        server.say = say
     except OSError as exc:
         raise ImgbuildError(f"review: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); "
                             "choose another port with --port, or leave it out for a free one") from None
     try:
         server.review.refresh()
-        print(f"review: serving {server.url} (only on this machine; Ctrl-C stops it)", flush=True)
+        say({"event": "serving", "url": server.url},
+            f"review: serving {server.url} (only on this machine; Ctrl-C stops it)")
         if open_browser:
             import webbrowser
 
