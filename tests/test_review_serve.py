@@ -40,6 +40,7 @@ class Served:
     url: str  # http://127.0.0.1:PORT/TOKEN/
     port: int
     token: str
+    out: str = ""  # what it printed after its URL, once stopped
 
     def request(self, method: str, path: str, *, host: str | None = None, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -62,10 +63,10 @@ class Served:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            _, err = self.proc.communicate(timeout=10)
+            self.out, err = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
+            self.out, err = self.proc.communicate()
         return self.proc.returncode, err
 
 
@@ -325,6 +326,8 @@ def test_a_pick_through_the_server_and_one_by_the_command_leave_the_same_lock(ga
     strip = lambda lock: {n: {k: v for k, v in e.items() if k != "built_at"} for n, e in lock["targets"].items()}
     assert strip(game.lock()) == strip(twin.lock())
     assert game.read("assets/icons/potion.png") == twin.read("assets/icons/potion.png")
+    served.stop()
+    assert served.out.splitlines() == ["picked   icon-potion: take 3 → assets/icons/potion.png"]
 
 
 @pytest.mark.parametrize("body, said", [

@@ -150,7 +150,8 @@ class Review:
         with self.mutex:
             self.project, self._fresh = project, True
             self.refresh(force=True)
-            return {"html": self.cards.get(name, ""), "message": f"picked take {take} of {name}"}
+            return {"html": self.cards.get(name, ""), "message": f"picked take {take} of {name}",
+                    "path": project.targets[name].outputs[0]}
 
 
 def _fingerprint(html: str) -> str:
@@ -290,7 +291,8 @@ class Handler(BaseHTTPRequestHandler):
         except ImgbuildError as exc:
             self._json(HTTPStatus.BAD_REQUEST, {"error": one_line(str(exc))})
             return
-        self.server.say({"event": "picked", "target": name, "take": take}, f"picked   {name}: take {take}")
+        self.server.say({"event": "picked", "target": name, "take": take, "path": answer["path"]},
+                        f"picked   {name}: take {take} → {answer['path']}")
         self._json(HTTPStatus.OK, answer)
 
 
