@@ -304,7 +304,11 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     from pathlib import Path
 
-    return review(load, Path(args.directory) / args.manifest, serve=args.serve, port=args.port,
+    def say(event: dict[str, object], line: str) -> None:
+        _say(args, event, line, summary=True)
+        sys.stdout.flush()  # the URL must reach a pipe at once: a script waits for it
+
+    return review(load, Path(args.directory) / args.manifest, say, serve=args.serve, port=args.port,
                   open_browser=args.open)
 
 

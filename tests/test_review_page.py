@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
+from apiserver import KEY_ENV
 from conftest import Project
 from reviewkit import PAGE, PageReader, built_game, game, read_page  # noqa: F401 - fixtures
 
@@ -133,3 +135,45 @@ def test_open_hands_the_page_to_the_browser(game: Project, tmp_path: Path) -> No
     result = game.run("review", "--open", "--provider", "placeholder", env={"BROWSER": str(browser)})
     assert result.code == 0, result.err
     assert opened.read_text().strip() == (game.root / PAGE).resolve().as_uri()
+
+
+def test_a_page_of_takes_and_edits_built_against_the_api_links_only_to_files(start_api_server: Any,
+                                                                             project: Project) -> None:
+    server = start_api_server("openai", distinct_images=True)
+    project.png("art/base.png")
+    project.manifest(f"""
+        [provider]
+        name = "compatible"
+        model = "gpt-image-2"
+        api_key_env = "{KEY_ENV}"
+        base_url = "{server.base_url}"
+        [images.hero]
+        prompt = "a knight"
+        candidates = 3
+        output = "assets/hero.png"
+        [images.crowned]
+        prompt = "the knight, crowned"
+        images = ["assets/hero.png", "art/base.png"]
+    """)
+    env = {KEY_ENV: server.key}
+    assert project.build(env=env).code == 0
+    result = project.run("review", env=env)
+    assert result.code == 0, result.err
+    assert len(server.api_requests()) == 2  # the page itself asked for nothing
+    page = read(project)
+    takes = [t["sha256"] for t in project.lock()["targets"]["hero"]["takes"]]
+    assert page.shas("hero")[1:] == takes and "3 takes, none picked" in page.text("hero")
+    assert "art/base.png" in page.text("crowned") and "assets/hero.png" in page.text("crowned")
+    page_dir = project.root / PAGE
+    for link in page.links:
+        url = urlparse(link)
+        if url.scheme != "data":
+            path = Path(unquote(url.path)) if url.scheme == "file" else page_dir.parent / unquote(link)
+            assert path.is_file(), link
+
+
+def test_json_says_where_the_page_is(game: Project) -> None:
+    result = game.run("review", "--json", "--provider", "placeholder")
+    assert result.code == 0, result.err
+    (event,) = result.events
+    assert event == {"event": "review", "path": str(game.root / PAGE), "targets": 11}

@@ -40,6 +40,7 @@ class Served:
     url: str  # http://127.0.0.1:PORT/TOKEN/
     port: int
     token: str
+    out: str = ""  # what it printed after its URL, once stopped
 
     def request(self, method: str, path: str, *, host: str | None = None, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -62,10 +63,10 @@ class Served:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            _, err = self.proc.communicate(timeout=10)
+            self.out, err = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
+            self.out, err = self.proc.communicate()
         return self.proc.returncode, err
 
 
@@ -158,7 +159,7 @@ def test_each_card_shows_the_image_of_its_output(game: Project, served: Served, 
     tab.goto(served.url)
     lock = game.lock()["targets"]
     assert sorted(tab.eval_on_selector_all("article.card", "cs => cs.map(c => c.dataset.target)")) == sorted(lock)
-    tab.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    tab.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
     ARTIFACTS.mkdir(exist_ok=True)
     tab.screenshot(path=str(ARTIFACTS / "review-page.png"), full_page=True)
     for name, entry in lock.items():
@@ -325,6 +326,8 @@ def test_a_pick_through_the_server_and_one_by_the_command_leave_the_same_lock(ga
     strip = lambda lock: {n: {k: v for k, v in e.items() if k != "built_at"} for n, e in lock["targets"].items()}
     assert strip(game.lock()) == strip(twin.lock())
     assert game.read("assets/icons/potion.png") == twin.read("assets/icons/potion.png")
+    served.stop()
+    assert served.out.splitlines() == ["picked   icon-potion: take 3 → assets/icons/potion.png"]
 
 
 @pytest.mark.parametrize("body, said", [
@@ -354,6 +357,16 @@ def test_a_pick_from_another_origin_gets_403(shared: tuple[Project, Served]) -> 
     assert _files(game) == before
 
 
+def test_the_page_on_disk_shows_every_image_with_no_server(game: Project, tab: Any) -> None:
+    game.manifest((game.root / "images.toml").read_text().replace("A green slime", "A blue slime"))
+    assert game.build("--provider", "placeholder").code == 0  # an earlier image, from the cache
+    assert game.run("review", "--provider", "placeholder").code == 0
+    tab.goto((game.root / ".imgbuild/review/index.html").as_uri())
+    tab.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
+    sources = tab.eval_on_selector_all("img", "imgs => imgs.map(i => i.currentSrc)")
+    assert len(sources) > len(game.lock()["targets"]) and all(s.startswith("file:") for s in sources)
+
+
 def test_the_page_on_disk_says_which_command_picks(game: Project, tab: Any) -> None:
     assert game.run("review", "--provider", "placeholder").code == 0
     before = _files(game)
@@ -377,3 +390,19 @@ def test_open_hands_the_served_url_to_the_browser(game: Project, tmp_path: Path)
         assert opened.read_text().strip() == server.url
     finally:
         server.stop()
+
+
+def test_a_broken_manifest_keeps_the_cards_and_says_why_until_it_is_fixed(game: Project, served: Served) -> None:
+    def state() -> dict[str, Any]:
+        status, body = served.request("GET", f"/{served.token}/api/state")
+        assert status == 200
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    before = state()
+    text = (game.root / "images.toml").read_text()
+    game.manifest(text.replace('size = "1024x1024"', 'size = "1000x1000"', 1))
+    broken = state()
+    assert broken["cards"] == before["cards"]
+    assert broken["error"].startswith("images.toml: ") and "1000x1000" in broken["error"]
+    game.manifest(text)
+    assert state()["error"] == ""

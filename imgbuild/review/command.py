@@ -22,17 +22,22 @@ def write_page(project: Project) -> Path:
                              project.root.name)
 
 
-def review(load: Callable[[], Project], manifest: Path, *, serve: bool, port: int, open_browser: bool) -> int:
+Say = Callable[[dict[str, object], str], None]  # (the JSON event, the plain line): the CLI picks one
+
+
+def review(load: Callable[[], Project], manifest: Path, say: Say, *, serve: bool, port: int,
+           open_browser: bool) -> int:
     """The command: ``load`` loads the project (again, for the server, when files change)."""
     project = load()
     if serve:
         from . import server
 
-        return server.serve(project, load, manifest, port=port, open_browser=open_browser)
+        return server.serve(project, load, manifest, say, port=port, open_browser=open_browser)
     path = write_page(project)
     shown = path.relative_to(project.root) if path.is_relative_to(project.root) else path
-    print(f"review: wrote {shown} ({len(project.targets)} target(s)); open it in a browser, or run "
-          "`imgbuild review --open`", flush=True)
+    say({"event": "review", "path": str(path), "targets": len(project.targets)},
+        f"review: wrote {shown} ({len(project.targets)} target(s)); open it in a browser, or run "
+        "`imgbuild review --open`")
     if open_browser:
         _open(path.resolve().as_uri())
     return 0

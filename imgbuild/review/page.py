@@ -40,11 +40,17 @@ class StaticLinks:
     root: Path
     objects: Path  # the cache's objects folder
 
+    def __post_init__(self) -> None:
+        # Worked out once: a page of 1,000 targets asks for thousands of links.
+        up = Path(os.path.relpath(self.root, self.page_dir)).as_posix()
+        object.__setattr__(self, "_up", quote(up))
+        object.__setattr__(self, "_objects", self.objects.as_uri())
+
     def file(self, rel: str) -> str:
-        return quote(Path(os.path.relpath(self.root / rel, self.page_dir)).as_posix())
+        return f"{self._up}/{quote(rel)}"  # type: ignore[attr-defined]
 
     def object(self, sha256: str) -> str:
-        return (self.objects / sha256[:2] / sha256[2:]).as_uri()
+        return f"{self._objects}/{sha256[:2]}/{sha256[2:]}"  # type: ignore[attr-defined]
 
     def thumb(self, sha256: str) -> str:
         return thumbs.rel_path(sha256)

@@ -36,11 +36,13 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import ImgbuildError, one_line
 from ..fsutil import is_inside
+from ..journal import FILE as JOURNAL_FILE
 from . import model, page, thumbs
 from .history import HISTORY_FILE
 
 if TYPE_CHECKING:
     from ..project import Project
+    from .command import Say
 
 POLL_MS = 1000
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -68,11 +70,13 @@ class Review:
         self.files: dict[str, Path] = {}  # what /file/<rel> may serve
         self.objects: dict[str, Path] = {}  # what /object/<sha256> may serve
         self.thumbs: set[str] = set()
+        self._cards: list[model.Card] = []
+        self._have: dict[str, bool] = {}  # sha256 → whether its thumbnail exists
         self._fresh = True  # the project given was just loaded
 
     def _watched(self) -> list[Path]:
         p = self.project
-        files = [self.manifest, p.lock.path, p.state_dir / "lock.journal", p.state_dir / HISTORY_FILE]
+        files = [self.manifest, p.lock.path, p.state_dir / JOURNAL_FILE, p.state_dir / HISTORY_FILE]
         for t in p.targets.values():
             files.extend(p.root / rel for rel in (*t.outputs, *t.inputs))
         return files
@@ -95,8 +99,8 @@ class Review:
             if not self._fresh:
                 try:
                     self.project = self.load()
-                except ImgbuildError as exc:  # a manifest half edited: keep the cards, say why
-                    self.error = one_line(str(exc))
+                except (ImgbuildError, OSError) as exc:  # a manifest half edited: keep the cards, say why
+                    self.error = one_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                     self.signature = signature
                     return
                 signature = self._signature()  # the targets (and so the files watched) may differ now
@@ -138,13 +142,16 @@ class Review:
             return {"cards": {n: self.fps[n] for n in self.order}, "summary": self.summary, "error": self.error}
 
     def pick(self, name: str, take: int) -> dict[str, Any]:
-        """What ``imgbuild pick NAME TAKE`` does, on the project as it is now on disk."""
+        """What ``imgbuild pick NAME TAKE`` does, on the project as it is now on disk. Not under
+        the mutex: a pick waits for a build in progress (the run lock), and the cards go on
+        following that build meanwhile."""
+        project = self.load()
+        project.pick(name, take)
         with self.mutex:
-            project = self.load()
-            project.pick(name, take)  # type: ignore[attr-defined]
             self.project, self._fresh = project, True
             self.refresh(force=True)
-            return {"html": self.cards.get(name, ""), "message": f"picked take {take} of {name}"}
+            return {"html": self.cards.get(name, ""), "message": f"picked take {take} of {name}",
+                    "path": project.targets[name].outputs[0]}
 
 
 def _fingerprint(html: str) -> str:
@@ -284,7 +291,8 @@ class Handler(BaseHTTPRequestHandler):
         except ImgbuildError as exc:
             self._json(HTTPStatus.BAD_REQUEST, {"error": one_line(str(exc))})
             return
-        print(one_line(f"picked   {name}: take {take}"), flush=True)
+        self.server.say({"event": "picked", "target": name, "take": take, "path": answer["path"]},
+                        f"picked   {name}: take {take} → {answer['path']}")
         self._json(HTTPStatus.OK, answer)
 
 
@@ -295,6 +303,8 @@ CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; scr
 class ReviewServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = False  # a second server on the same port is an error, not a silent share
+
+    say: Say
 
     def __init__(self, port: int, review_of: Callable[[str], Review]) -> None:
         super().__init__(("127.0.0.1", port), Handler)
@@ -308,17 +318,19 @@ class ReviewServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.port}/{self.token}/"
 
 
-def serve(project: Project, load: Callable[[], Project], manifest: Path, *, port: int = 0,
+def serve(project: Project, load: Callable[[], Project], manifest: Path, say: Say, *, port: int = 0,
           open_browser: bool = False) -> int:
     """Serve until Ctrl-C; returns the exit code."""
     try:
         server = ReviewServer(port, lambda prefix: Review(project, load, manifest, prefix))
+        server.say = say
     except OSError as exc:
         raise ImgbuildError(f"review: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); "
                             "choose another port with --port, or leave it out for a free one") from None
     try:
         server.review.refresh()
-        print(f"review: serving {server.url} (only on this machine; Ctrl-C stops it)", flush=True)
+        say({"event": "serving", "url": server.url},
+            f"review: serving {server.url} (only on this machine; Ctrl-C stops it)")
         if open_browser:
             import webbrowser
 

@@ -54,10 +54,11 @@ def ensure(page_dir: Path, wanted: Iterable[tuple[str, Path]], *, jobs: int | No
     yet. Returns sha256 → whether its thumbnail exists now."""
     have: dict[str, bool] = {}
     todo: dict[str, Path] = {}
+    folder = str(page_dir)
     for sha, source in wanted:
         if sha in have or sha in todo or not SHA256.fullmatch(sha):
             continue
-        if os.path.exists(page_dir / rel_path(sha)):
+        if os.path.exists(os.path.join(folder, rel_path(sha))):
             have[sha] = True
         else:
             todo[sha] = source
