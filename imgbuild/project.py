@@ -237,14 +237,13 @@ class Project:
         return plan
 
     async def _fetch_remote(self, plan: Plan, names: Sequence[str], force: Iterable[str] | None) -> Plan:
-        """Bring what the plan restores from the remote cache into the local one (checked); the
-        plan again, in which what did not come is a request."""
+        """Bring what the plan restores from the remote cache into the local one (checked). If
+        anything did not come, the plan again: what did not come is then a request."""
         remote = self._remote
         runs = [(d.spec.digest, d.run) for d in plan.decisions
                 if d.state is State.REMOTE and d.spec is not None and d.run is not None]
-        if remote is None or not runs:
-            return plan
-        await remote.fetch_runs(runs)
+        if remote is None or not runs or await remote.fetch_runs(runs):
+            return plan  # all came: restored from the local cache now, as planned
         return self.plan(names, force=force)
 
     # -- building ------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from .remote import RemoteStore
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_CACHE_HEADER = re.compile(r"^[ \t]*\[[ \t]*cache[ \t]*\][ \t]*(?:#[^\n]*)?$", re.M)
+_NEXT_HEADER = re.compile(r"^[ \t]*\[", re.M)
 DRAIN_TIMEOUT_S = 120.0  # at the end of a build: what is not up by then waits for a later build
 
 
@@ -46,7 +48,13 @@ def configured_url(manifest_data: bytes) -> str | None:
     if b"remote" not in manifest_data:
         return None
     try:
-        table = tomllib.loads(manifest_data.decode("utf-8")).get("cache")
+        text = manifest_data.decode("utf-8")
+        header = None if "'''" in text or '"""' in text else _CACHE_HEADER.search(text)
+        if header is not None:  # the usual spelling: parse that table alone, not 10,000 targets
+            end = _NEXT_HEADER.search(text, header.end())
+            table = tomllib.loads(text[header.end():end.start() if end else len(text)])
+        else:  # cache.remote = …, cache = {remote = …}
+            table = tomllib.loads(text).get("cache")
     except (ValueError, UnicodeDecodeError):
         return None
     url = table.get("remote") if isinstance(table, dict) else None
@@ -181,16 +189,19 @@ class RemoteCache:
             self._lost.add(info.sha256)
         return ok
 
-    async def fetch_runs(self, runs: Iterable[tuple[str, RunRecord]]) -> None:
-        """Fetch the objects of ``runs`` (spec digest, record) into the local cache. A run that
-        came from a remote entry is recorded in the local run cache too, so that the planner (and
-        every later build) finds it there; one restored by the lock needs no entry."""
+    async def fetch_runs(self, runs: Iterable[tuple[str, RunRecord]]) -> bool:
+        """Fetch the objects of ``runs`` (spec digest, record) into the local cache; True when
+        every one came. A run that came from a remote entry is recorded in the local run cache
+        too, so that every later build finds it there; one restored by the lock needs no entry."""
 
-        async def one(spec_digest: str, record: RunRecord) -> None:
-            if await self.fetch(record.outputs) and spec_digest in self._runs:
+        async def one(spec_digest: str, record: RunRecord) -> bool:
+            if not await self.fetch(record.outputs):
+                return False
+            if spec_digest in self._runs:
                 await asyncio.to_thread(self.local.put_run, spec_digest, self._runs[spec_digest])
+            return True
 
-        await asyncio.gather(*(one(s, r) for s, r in runs))
+        return all(await asyncio.gather(*(one(s, r) for s, r in runs)))
 
     # -- uploads -------------------------------------------------------------------------------
 

@@ -96,6 +96,8 @@ def test_a_second_clone_restores_by_its_lock_with_no_request_and_the_same_bytes(
     assert restored.requests == 0 and restored.summary["restored"] == 3 and restored.summary["fetched"] == 3
     assert outputs_of(second) == outputs_of(first)
     assert warnings_of(restored) == []
+    assert {(e["state"], e["detail"].rsplit("; ", 1)[-1]) for e in restored.events if e.get("event") == "restored"} \
+        == {("remote", "in the remote cache")}
 
 
 def test_a_clone_without_the_lock_restores_by_the_remote_run_entries(
@@ -275,6 +277,31 @@ def test_an_unreachable_remote_costs_one_warning_and_the_build_goes_on(
     assert result.code == 0, result.err
     assert result.summary["built"] == 3
     assert len(warnings_of(result)) == 1
+
+
+def test_status_with_an_unreachable_remote_is_one_warning_and_the_local_answer(
+        make_project: Callable[..., Project], api_server: ApiServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
+    project = make_project("status-down")
+    write_manifest(project, api_server, "s3://nowhere/imgbuild")
+
+    status = project.run("status")
+
+    assert status.code == 0
+    assert [line.split()[1] for line in status.out.splitlines()] == ["new"] * 3
+    assert status.err.count("warning:") == 1 and "remote cache s3://nowhere/imgbuild" in status.err
+
+
+def test_a_bad_remote_url_in_the_environment_is_one_line_and_exit_2(
+        make_project: Callable[..., Project], api_server: ApiServer) -> None:
+    project = make_project("bad-env")
+    write_manifest(project, api_server, None)
+
+    result = project.build(env={"IMGBUILD_REMOTE_CACHE": "ftp://cache.example.com/x"})
+
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "unknown scheme" in result.err
+    assert requests_of(api_server) == 0
 
 
 # -- no connection when off, or on a no-op -----------------------------------------------------
