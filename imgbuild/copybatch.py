@@ -199,6 +199,11 @@ def sync_files(fds: list[int], folders: list[int]) -> None:
 def _load_syncfs() -> Callable[[int], int] | None:
     if sys.platform != "linux":
         return None
+    try:  # before 5.8, syncfs did not report write-back errors: an fsync each then
+        if tuple(int(p) for p in os.uname().release.split(".")[:2]) < (5, 8):
+            return None
+    except ValueError:
+        return None
     try:
         import ctypes
 
