@@ -22,7 +22,6 @@ import contextlib
 import errno
 import os
 import sys
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -241,7 +240,6 @@ class BatchedRestores:
         self._dirs = dirs
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="imgbuild-restore", initializer=initializer)
         self._pending: list[tuple[Any, asyncio.Future[None]]] = []
-        self._lock = threading.Lock()
 
     async def restore(self, decision: Any) -> None:
         loop = asyncio.get_running_loop()
