@@ -22,13 +22,12 @@ import contextlib
 import errno
 import os
 import sys
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .fsutil import _O_NOFOLLOW, DirSyncs, _fsync_fd, _open_folder, _temp_name
+from .fsutil import _DIR_FD, _O_NOFOLLOW, DirSyncs, _fsync_fd, _open_folder, _temp_name, atomic_copy
 
 BATCH = 64  # restores per batch: enough to share one sync, few enough to keep the outputs coming
 THREADS = 8  # batches copied at once: the copies wait on the disk and the journal, not the CPU
@@ -70,6 +69,12 @@ class CopyBatch:
     def copy(self, source: Path, dest: Path, describe: Callable[[OSError], Exception], *, mode: int = 0o644) -> None:
         """Copy ``source`` into a temp file beside ``dest`` (renamed at :meth:`commit`). An OSError
         is raised as ``describe`` makes it, now or at the commit."""
+        if not _DIR_FD:  # no folder descriptors here (Windows): one durable copy at a time, by path
+            try:
+                atomic_copy(source, dest, mode=mode, dirs=self.dirs)
+            except OSError as exc:
+                raise describe(exc) from exc
+            return
         try:
             folder = dest.parent
             dfd = self._folders.get(folder)
@@ -82,7 +87,8 @@ class CopyBatch:
             raise describe(exc) from exc
         self._copies.append(_Copy(self._owner, folder, dfd, temp, dest, fd, describe))
         try:
-            os.fchmod(fd, mode)  # the mode asked for, whatever the umask
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, mode)  # the mode asked for, whatever the umask
             src = os.open(source, os.O_RDONLY)
             try:
                 _copy_data(src, fd)
@@ -151,6 +157,9 @@ class CopyBatch:
 
 def _copy_data(src: int, dst: int) -> None:
     """Copy a whole file between descriptors in the kernel (no buffer in Python), else by reads."""
+    if sys.platform != "linux":  # elsewhere sendfile may want a socket to write to
+        _copy_by_reads(src, dst)
+        return
     try:
         size = os.fstat(src).st_size
         offset = 0
@@ -169,6 +178,11 @@ def _copy_data(src: int, dst: int) -> None:
             raise
         os.lseek(src, 0, os.SEEK_SET)
         os.ftruncate(dst, 0)
+        os.lseek(dst, 0, os.SEEK_SET)
+    _copy_by_reads(src, dst)
+
+
+def _copy_by_reads(src: int, dst: int) -> None:
     while chunk := os.read(src, 1 << 20):
         view = memoryview(chunk)
         while view:
@@ -199,6 +213,11 @@ def sync_files(fds: list[int], folders: list[int]) -> None:
 def _load_syncfs() -> Callable[[int], int] | None:
     if sys.platform != "linux":
         return None
+    try:  # before 5.8, syncfs did not report write-back errors: an fsync each then
+        if tuple(int(p) for p in os.uname().release.split(".")[:2]) < (5, 8):
+            return None
+    except ValueError:
+        return None
     try:
         import ctypes
 
@@ -221,7 +240,6 @@ class BatchedRestores:
         self._dirs = dirs
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="imgbuild-restore", initializer=initializer)
         self._pending: list[tuple[Any, asyncio.Future[None]]] = []
-        self._lock = threading.Lock()
 
     async def restore(self, decision: Any) -> None:
         loop = asyncio.get_running_loop()

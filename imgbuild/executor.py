@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     from .ui import Reporter
 
 
-
-
 @dataclass
 class BuildOptions:
     jobs: int | None = None

@@ -41,9 +41,7 @@ def test_a_restore_that_cannot_write_fails_its_target_only_and_the_rest_of_its_b
     assert not list((project.root / "out").glob(".imgbuild-tmp-*"))
 
 
-def test_restored_outputs_are_trusted_by_the_next_run_without_hashing(project: Project) -> None:
-    # Their digests are recorded once they are in place: the next status reads them from the stat
-    # cache (ok), and a no-op build does nothing.
+def test_every_output_restored_in_batches_is_in_place_and_the_next_build_is_a_no_op(project: Project) -> None:
     _manifest(project)
     (project.root / "images.toml").write_text((project.root / "images.toml").read_text().replace("blocked/", "out/"))
     assert project.build("-j", "4").code == 0
