@@ -147,7 +147,7 @@ class TargetTable(Params):
     )
     matte: str | None = Field(
         None, pattern=r"^#[0-9a-fA-F]{6}$",
-        description='"#rrggbb": what transparency is flattened onto in a jpeg, and contain pads it with (default #ffffff).',
+        description='"#rrggbb": what transparency is flattened onto in a jpeg, and what contain pads it with (default #ffffff).',
     )
     lossless: bool | None = Field(None, description="Lossless webp (derived targets).")
     columns: Annotated[int, Field(ge=1, le=1024)] | None = Field(

@@ -135,9 +135,8 @@ FIELD_FACTS: dict[tuple[str, str], tuple[str | None, str, str]] = {
                                     "for free; a spec change asks for new takes. Not with "
                                     "`n > 1`; not in `[defaults]`."),
     ("TargetTable", "from"): ("—", "its content digest",
-                              "A derived target: made locally from this image (another target's "
-                              "output or a committed file), never a request. Exactly one of "
-                              "`prompt`, `prompt_file`, `from` and `sheet`."),
+                              "It makes the target derived: made locally, never a request. "
+                              "Exactly one of `prompt`, `prompt_file`, `from` and `sheet`."),
     ("TargetTable", "sheet"): ("—", "content digests and frame names, in order",
                                "A sprite sheet: these images packed into one PNG, with an atlas. "
                                "A glob (`sprites/*.png`, `**/`) is matched against the outputs "
