@@ -228,7 +228,8 @@ class Executor:
 
         try:
             while ready or local or running:
-                while (name := self._next_ready(ready, local, len(running))) is not None:
+                while (next_name := self._next_ready(ready, local, len(running))) is not None:
+                    name = next_name
                     failed_deps = [d for d in deps[name] if not results[d]]
                     if failed_deps:
                         self._skip(name, f"depends on {', '.join(failed_deps)}, which was not built")

@@ -54,7 +54,7 @@ def configured_url(manifest_data: bytes) -> str | None:
             end = _NEXT_HEADER.search(text, header.end())
             table = tomllib.loads(text[header.end():end.start() if end else len(text)])
         else:  # cache.remote = …, cache = {remote = …}
-            table = tomllib.loads(text).get("cache")
+            table = tomllib.loads(text).get("cache")  # type: ignore[assignment]  # checked below
     except (ValueError, UnicodeDecodeError):
         return None
     url = table.get("remote") if isinstance(table, dict) else None
@@ -65,7 +65,8 @@ def questions(decisions: Iterable[Decision], lock: Lock, forced: Container[str])
     """What to ask the remote cache for the targets the plan would request: where the lock
     already records this very spec, its outputs by sha256 (a fresh clone restores by its lock:
     the lock is committed, so no entry needs to vouch for them); else their specs' run entries."""
-    specs, shas = [], []
+    specs: list[str] = []
+    shas: list[str] = []
     for d in decisions:
         if d.action is not Action.REQUEST or d.spec is None or d.name in forced:
             continue

@@ -85,6 +85,7 @@ class DerivePool:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            context: multiprocessing.context.BaseContext
             if "forkserver" in multiprocessing.get_all_start_methods():
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["imgbuild.derive.ops", "imgbuild.derive.sheet"])

@@ -85,9 +85,9 @@ def resolve_derived(resolver: _TargetResolver, name: str, table: Any, dropped: s
 
     given = {k: v for k, v in (("output_format", table.output_format),
                                ("output_compression", table.output_compression)) if v is not None}
-    inherited = {k: resolver.defaults[k] for k in ("output_format", "output_compression")
+    inherited: dict[str, Any] = {k: resolver.defaults[k] for k in ("output_format", "output_compression")
                  if k in resolver.defaults and kind == "from"}
-    merged = {**inherited, **given}
+    merged: dict[str, Any] = {**inherited, **given}
     fmt = resolver._format(at, merged, table)
     params: dict[str, Any] = {"derive": kind}
     if kind == "from":

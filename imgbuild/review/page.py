@@ -164,7 +164,7 @@ def summary_text(cards: list[Card]) -> str:
 
 
 def page_html(cards: list[Card], links: Links, have: dict[str, bool], *, title: str,
-              served: dict[str, str] | None = None) -> str:
+              served: dict[str, object] | None = None) -> str:
     """The whole page; ``served`` carries the server's API prefix (None for the page on disk)."""
     config = json.dumps(served or {}).replace("</", "<\\/")
     body = "\n".join(card_html(c, links, have) for c in cards)

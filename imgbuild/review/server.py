@@ -82,7 +82,7 @@ class Review:
         return files
 
     def _signature(self) -> tuple[Any, ...]:
-        stamps = []
+        stamps: list[tuple[int, int, int] | None] = []
         for path in self._watched():
             try:
                 st = os.stat(path)
