@@ -418,7 +418,7 @@ class _TargetResolver:
 
     def _prompt(self, at: str, table: TargetTable) -> str | None:
         if (table.prompt is None) == (table.prompt_file is None):
-            self.problem(at, "give exactly one of prompt and prompt_file")
+            self.problem(at, "give one of prompt or prompt_file (a request), from (one image) or sheet (several)")
             return None
         if table.prompt is not None:
             where, text = f"{at}.prompt", table.prompt

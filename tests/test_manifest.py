@@ -14,7 +14,7 @@ MISTAKES = {
     "defaults.prompt": "unknown field",
     "images.a.prompt": "${nope} is not defined",
     "images.a2.size": "1000x1000 is not a multiple of 16",
-    "images.b": "exactly one of prompt and prompt_file",
+    "images.b": "give one of prompt or prompt_file (a request), from (one image) or sheet (several)",
     "images.c.prompt_file": "missing.md does not exist",
     "images.d.output": "extension must be",
     "images.e.output_format": "jpeg contradicts the output's extension .png",
