@@ -159,7 +159,7 @@ def test_each_card_shows_the_image_of_its_output(game: Project, served: Served, 
     tab.goto(served.url)
     lock = game.lock()["targets"]
     assert sorted(tab.eval_on_selector_all("article.card", "cs => cs.map(c => c.dataset.target)")) == sorted(lock)
-    tab.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
+    _load_every_image(tab)
     ARTIFACTS.mkdir(exist_ok=True)
     tab.screenshot(path=str(ARTIFACTS / "review-page.png"), full_page=True)
     for name, entry in lock.items():
@@ -185,6 +185,13 @@ def test_a_card_follows_a_build_in_another_terminal_without_a_reload(game: Proje
                           f".dataset.sha256 == '{after}'")
     assert tab.evaluate("window.sameDocument") is True
     assert "prompt" in tab.locator('article[data-target="slime"] section.earlier').inner_text()
+
+
+def _load_every_image(tab: Any) -> None:
+    """Images load lazily, as one scrolls: load them all now, and wait until each is decoded."""
+    tab.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
+    tab.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)",
+                          timeout=15_000)
 
 
 def _files(project: Project) -> dict[str, bytes]:
@@ -362,7 +369,7 @@ def test_the_page_on_disk_shows_every_image_with_no_server(game: Project, tab: A
     assert game.build("--provider", "placeholder").code == 0  # an earlier image, from the cache
     assert game.run("review", "--provider", "placeholder").code == 0
     tab.goto((game.root / ".imgbuild/review/index.html").as_uri())
-    tab.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
+    _load_every_image(tab)
     sources = tab.eval_on_selector_all("img", "imgs => imgs.map(i => i.currentSrc)")
     assert len(sources) > len(game.lock()["targets"]) and all(s.startswith("file:") for s in sources)
 

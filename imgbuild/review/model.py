@@ -63,6 +63,14 @@ class Card:
         return found + [s for e in self.earlier for s in e.images]
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def is_image(rel: str) -> bool:
+    """An output shown as a picture; a sprite sheet's atlas (JSON) is a link instead."""
+    return rel.lower().endswith(_IMAGE_SUFFIXES)
+
+
 def cards(project: Project, decisions: list[Decision] | None = None) -> list[Card]:
     """One card per target, in the order ``status`` lists them."""
     decisions = project.status() if decisions is None else decisions
@@ -87,7 +95,7 @@ def _card(project: Project, decision: Decision, past: list[dict[str, Any]]) -> C
     for line in past:
         if line["spec"] == entry.get("spec"):
             continue
-        images = [_cached(project, o) for o in line["outputs"] if isinstance(o, dict)]
+        images = [_cached(project, o) for o in line["outputs"] if isinstance(o, dict) and is_image(str(o.get("path")))]
         images += [_cached(project, t) for t in line.get("takes", []) or [] if isinstance(t, dict)]
         kept = [s for s in images if s is not None]
         if not kept:

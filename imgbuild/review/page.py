@@ -20,7 +20,7 @@ from urllib.parse import quote
 from ..fsutil import atomic_write
 from . import thumbs
 from ._assets import CSS, SCRIPT
-from .model import Card, Shown
+from .model import Card, Shown, is_image
 
 PAGE_DIR = "review"  # under the project's .imgbuild/
 
@@ -92,13 +92,6 @@ def _figure(shown: Shown | None, links: Links, have: dict[str, bool], css: str, 
             f"<figcaption>{caption}{_e(size)}</figcaption>{extra}</figure>")
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-def _is_image(rel: str) -> bool:
-    return rel.lower().endswith(_IMAGE_SUFFIXES)
-
-
 def _file_link(shown: Shown | None, links: Links, rel: str) -> str:
     """An output that is no image (a sprite sheet's atlas): a link to it, no picture."""
     if shown is None:
@@ -113,7 +106,7 @@ def card_html(card: Card, links: Links, have: dict[str, bool]) -> str:
     name = _e(card.name)
     parts = [f'<header><h2>{name}</h2><span class="state">{_e(card.state)}</span>'
              f'<span class="reason">{_e(card.reason)}</span></header>']
-    outs = [_figure(s, links, have, "output", f"{card.name}: {rel}", _e(rel)) if _is_image(rel)
+    outs = [_figure(s, links, have, "output", f"{card.name}: {rel}", _e(rel)) if is_image(rel)
             else _file_link(s, links, rel) for rel, s in card.outputs]
     parts.append(f'<div class="images">{"".join(outs)}</div>')
     if card.takes:
