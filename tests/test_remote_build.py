@@ -114,6 +114,28 @@ def test_a_clone_without_the_lock_restores_by_the_remote_run_entries(
     assert second.lock()["targets"]["hero"]["spec"] == first.lock()["targets"]["hero"]["spec"]
 
 
+def test_an_object_two_targets_share_is_fetched_once(
+        make_project: Callable[..., Project], api_server: ApiServer, s3_bucket: Bucket) -> None:
+    # The local server draws one image per size: two targets of one size get the same bytes.
+    twins = TARGETS + """
+    [images.knight]
+    prompt = "Another knight on another hill"
+    """
+    first = make_project("first", cache="cache-first")
+    write_manifest(first, api_server, s3_bucket.url, twins)
+    assert first.build().code == 0
+    assert first.read("build/images/knight.png") == first.read("build/images/hero.png")
+    second = make_project("second", cache="cache-second")
+    shutil.copy(first.root / "images.toml", second.root / "images.toml")
+    shutil.copy(first.root / "images.lock", second.root / "images.lock")
+
+    restored = second.build()
+
+    assert restored.code == 0, restored.err
+    assert restored.summary["restored"] == 4 and restored.summary["fetched"] == 3
+    assert second.read("build/images/knight.png") == first.read("build/images/hero.png")
+
+
 def test_the_summary_says_how_many_images_went_up(
         clones: tuple[Project, Callable[..., Project]], s3_bucket: Bucket) -> None:
     first, _ = clones
