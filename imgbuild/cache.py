@@ -280,8 +280,11 @@ class LocalCache:
             return None
         return record if record is not None and all(self.has(o.sha256) for o in record.outputs) else None
 
-    def put_run(self, spec_digest: str, record: RunRecord) -> None:
-        atomic_write(self._run(spec_digest), encode_run(record))
+    def put_run(self, spec_digest: str, record: RunRecord, *, durable: bool = True) -> None:
+        """Record what a spec produced. ``durable=False`` for a copy of an entry the remote cache
+        holds: one lost in a power cut is read as absent (a torn file does not decode) and the
+        lock still restores its outputs; an fsync each would cost more than the download."""
+        atomic_write(self._run(spec_digest), encode_run(record), durable=durable)
 
     def touch(self, sha256: str) -> None:
         """Mark an object used now, so gc --older-than keeps what is in use."""

@@ -5,9 +5,10 @@ request. The planner decides synchronously and must never wait on a network, so 
 asks this layer first (:meth:`RemoteCache.look_up`: concurrent, bounded, with the store's short
 timeouts) about the specs the local cache cannot answer and the objects a lock names but the
 local cache lacks; the planner then reads the answers (:meth:`run_for`, :meth:`holds`) and says
-``remote`` for those targets. A build brings what it restores into the local cache first
-(:meth:`fetch`: streamed, checked against its sha256, renamed into place), and from there it is
-restored like any cached image. What a request made is uploaded in the background
+``remote`` for those targets. Each such target's restore brings its objects into the local
+cache first (:meth:`fetch`: streamed, checked against its sha256, made durable with the others
+that arrive about then — one ``syncfs`` per batch — and renamed into place), and from there it is
+restored like any cached image, while later objects are still coming down. What a request made is uploaded in the background
 (:meth:`publish`), and the build waits for the uploads at its end, bounded (:meth:`drain`).
 
 Only the local cache ever writes outputs: a remote object that does not match its sha256 never
@@ -225,7 +226,7 @@ class RemoteCache:
             if not await self.fetch(record.outputs):
                 return False
             if spec_digest in self._runs:
-                await asyncio.to_thread(self.local.put_run, spec_digest, self._runs[spec_digest])
+                await asyncio.to_thread(self.local.put_run, spec_digest, self._runs[spec_digest], durable=False)
             return True
 
         return all(await asyncio.gather(*(one(s, r) for s, r in runs)))
