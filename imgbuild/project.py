@@ -20,7 +20,7 @@ from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry,
 from .fsutil import allow_writes_under, atomic_write, is_inside, remove, remove_leftovers
 from .graph import closure, dependencies, producers_of, topological_order
 from .lockfile import Lock
-from .plan import Action, Decision, Planner, State, estimate_of
+from .plan import Action, Decision, Planner, estimate_of
 from .providers.base import Provider, ProviderSettings
 from .resolve import Overrides, Resolved, Target, parse_manifest, read_manifest, resolve
 from .stale import recorded_outputs, remove_dead
