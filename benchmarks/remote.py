@@ -15,7 +15,8 @@ size). The steps, each a whole `imgbuild` process as a user runs it:
    builds that made them would have.
 2. Restore by the lock: a fresh clone with the committed manifest and images.lock, no outputs, an
    empty local cache: `imgbuild build` fetches every object (one GET each; checked against its
-   sha256, fsynced, renamed into the local cache) and restores the outputs from there.
+   sha256, synced in batches, renamed into the local cache) and restores each output from there
+   as soon as its object is in.
 3. Restore by run entries: a clone with the manifest only: a run entry, then the object, per target.
 4. No-op: the restored clone's `build` again, with the remote configured (the S3 server stopped
    first, so that any connection would be a warning), against the same clone without `[cache]`:

@@ -34,7 +34,7 @@ except ImportError:  # Windows: staging folders are not locked, and leftovers wa
     fcntl = None  # type: ignore[assignment]
 
 from .errors import StateFileError
-from .fsutil import allow_writes_under, atomic_write, move_into, open_folder
+from .fsutil import TEMP_PREFIX, allow_writes_under, atomic_write, move_into, open_folder
 
 RUN_VERSION = 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -227,6 +227,38 @@ class LocalCache:
             move_into(path, dest)  # a staging folder in the project (the cache was full) is a copy
         return info
 
+    def incoming(self, sha256: str) -> Path:
+        """A path for a new temp file that will become object ``sha256`` (:meth:`admit`): beside
+        its place, so that the rename is free; named so that a killed writer's is swept."""
+        folder = self._object(sha256).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
+
+    def admit(self, arrived: list[tuple[str, Path]]) -> None:
+        """Make the verified temp files of ``arrived`` (sha256, :meth:`incoming` path) durable
+        together (one syncfs for the batch, as restores do), then rename each into place. The
+        data are on disk before a name points at them: a power cut leaves no object whose bytes
+        are not its name's. Raises OSError (then no temp file is left)."""
+        from .copybatch import sync_files
+
+        fds: list[int] = []
+        folders: dict[Path, int] = {}
+        try:
+            for _, temp in arrived:
+                fds.append(os.open(temp, os.O_RDONLY))
+                if temp.parent not in folders:
+                    folders[temp.parent] = os.open(temp.parent, os.O_RDONLY)
+            sync_files(fds, list(folders.values()))
+            for sha, temp in arrived:
+                os.chmod(temp, 0o444)
+                os.replace(temp, self._object(sha))
+        finally:
+            for fd in [*fds, *folders.values()]:
+                os.close(fd)
+            for _, temp in arrived:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)  # only those not renamed: a failed batch leaves nothing
+
     @staticmethod
     def describe(path: Path) -> OutputInfo:
         """What the lock records of an image file (its git blob id too), without storing it."""
@@ -248,8 +280,11 @@ class LocalCache:
             return None
         return record if record is not None and all(self.has(o.sha256) for o in record.outputs) else None
 
-    def put_run(self, spec_digest: str, record: RunRecord) -> None:
-        atomic_write(self._run(spec_digest), encode_run(record))
+    def put_run(self, spec_digest: str, record: RunRecord, *, durable: bool = True) -> None:
+        """Record what a spec produced. ``durable=False`` for a copy of an entry the remote cache
+        holds: one lost in a power cut is read as absent (a torn file does not decode) and the
+        lock still restores its outputs; an fsync each would cost more than the download."""
+        atomic_write(self._run(spec_digest), encode_run(record), durable=durable)
 
     def touch(self, sha256: str) -> None:
         """Mark an object used now, so gc --older-than keeps what is in use."""

@@ -187,6 +187,7 @@ class Executor:
         self._cache_error: OSError | None = None
         self._restoring: set[asyncio.Task[Any]] = set()
         self._restore_pool: BatchedRestores | None = None
+        self._not_fetched: set[str] = set()  # planned from the remote cache, but its objects did not come
         self._deriving: set[asyncio.Task[Any]] = set()
         self._derive_pool: Any = None  # imgbuild.derive.pool.DerivePool, imported at the first derived target
 
@@ -256,6 +257,9 @@ class Executor:
                         self._requests.discard(task)
                         self._restoring.discard(task)
                         self._deriving.discard(task)
+                        if name in self._not_fetched:  # decided again: a request, most likely
+                            heapq.heappush(ready, (index[name], name))
+                            continue
                         complete(name, self._outcome(name, task))
         finally:
             if self._restore_pool is not None:
@@ -363,9 +367,10 @@ class Executor:
         """Act on a target whose dependencies are done: True/False when finished here and now,
         the task of the request it started, or None when it must wait for requests in flight."""
         decision = self.planner.decisions.get(name)
-        if decision is None or decision.action in (Action.WAIT, Action.REQUEST):
+        if decision is None or decision.action in (Action.WAIT, Action.REQUEST) or name in self._not_fetched:
             # A request sends the inputs as they are now, and its spec must say what was sent: an
             # input saved since the plan (watch mode queues such saves) is hashed again here.
+            self._not_fetched.discard(name)  # what did not come from the remote counts as absent now
             decision = self.planner.decide(name)
             if decision.action is Action.REQUEST and self.planner.remote is not None:
                 decision = await self._from_remote(decision)
@@ -484,11 +489,23 @@ class Executor:
         the requests in flight and not counted against ``jobs``."""
         if self._restore_pool is None:  # batches: one sync and one folder check for many files
             self._restore_pool = BatchedRestores(self._restore_into, self.lock_writer.dirs, _name_os_thread)
+        if not await self._fetched(decision):
+            self._not_fetched.add(decision.name)
+            return False
         await self._restore_pool.restore(decision)
         self.summary.restored += 1
         self.reporter.event("restored", decision.name, decision.reason, state=str(decision.state))
         self._finished(decision)
         return True
+
+    async def _fetched(self, decision: Decision) -> bool:
+        """A target the remote cache restores: its objects into the local cache first (checked,
+        durable). Fetched as each such restore starts, so that the first outputs are copied
+        while later objects are still coming down. False if any did not come."""
+        remote = self.planner.remote
+        if decision.state is not State.REMOTE or remote is None or decision.spec is None or decision.run is None:
+            return True
+        return await remote.fetch_runs([(decision.spec.digest, decision.run)])
 
     def _restore(self, decision: Decision, staged: dict[str, Path] | None = None) -> None:
         """Copy a run's outputs from the cache (or from ``staged`` files the cache could not take);

@@ -20,7 +20,7 @@ from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry,
 from .fsutil import allow_writes_under, atomic_write, is_inside, remove, remove_leftovers
 from .graph import closure, dependencies, producers_of, topological_order
 from .lockfile import Lock
-from .plan import Action, Decision, Planner, State, estimate_of
+from .plan import Action, Decision, Planner, estimate_of
 from .providers.base import Provider, ProviderSettings
 from .resolve import Overrides, Resolved, Target, parse_manifest, read_manifest, resolve
 from .stale import recorded_outputs, remove_dead
@@ -236,16 +236,6 @@ class Project:
         plan.planner.remote = self._remote  # for targets that wait for others: asked when they start
         return plan
 
-    async def _fetch_remote(self, plan: Plan, names: Sequence[str], force: Iterable[str] | None) -> Plan:
-        """Bring what the plan restores from the remote cache into the local one (checked). If
-        anything did not come, the plan again: what did not come is then a request."""
-        remote = self._remote
-        runs = [(d.spec.digest, d.run) for d in plan.decisions
-                if d.state is State.REMOTE and d.spec is not None and d.run is not None]
-        if remote is None or not runs or await remote.fetch_runs(runs):
-            return plan  # all came: restored from the local cache now, as planned
-        return self.plan(names, force=force)
-
     # -- building ------------------------------------------------------------------------------
 
     def build(
@@ -297,7 +287,6 @@ class Project:
                 self.lock = Lock.load(self.lock.path, self.state_dir)
                 self.stats = self._stat_cache()
                 plan = self.plan(names, force=options.force)
-            plan = await self._fetch_remote(plan, names, options.force)
             jobs = options.jobs or self.settings.concurrency
             # Opened now when a request is planned: a missing key is one line, before any request.
             # A plan that only waits on upstream targets opens it when (if) it needs it.

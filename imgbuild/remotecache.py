@@ -5,9 +5,10 @@ request. The planner decides synchronously and must never wait on a network, so 
 asks this layer first (:meth:`RemoteCache.look_up`: concurrent, bounded, with the store's short
 timeouts) about the specs the local cache cannot answer and the objects a lock names but the
 local cache lacks; the planner then reads the answers (:meth:`run_for`, :meth:`holds`) and says
-``remote`` for those targets. A build brings what it restores into the local cache first
-(:meth:`fetch`: streamed, checked against its sha256, renamed into place), and from there it is
-restored like any cached image. What a request made is uploaded in the background
+``remote`` for those targets. Each such target's restore brings its objects into the local
+cache first (:meth:`fetch`: streamed, checked against its sha256, made durable with the others
+that arrive about then — one ``syncfs`` per batch — and renamed into place), and from there it is
+restored like any cached image, while later objects are still coming down. What a request made is uploaded in the background
 (:meth:`publish`), and the build waits for the uploads at its end, bounded (:meth:`drain`).
 
 Only the local cache ever writes outputs: a remote object that does not match its sha256 never
@@ -21,6 +22,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Container, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cache import LocalCache, OutputInfo, RunRecord, decode_run, encode_run
@@ -113,6 +115,8 @@ class RemoteCache:
         self._objects: set[str] = set()  # objects the remote holds (or, in a build, is believed to)
         self._lost: set[str] = set()  # objects that did not come down this run: absent from now on
         self.restored = 0  # objects brought into the local cache this run
+        self._coming: dict[str, asyncio.Future[bool]] = {}  # objects being fetched → whether they came
+        self._arrivals: _Arrivals | None = None
 
     @property
     def url(self) -> str:
@@ -179,11 +183,35 @@ class RemoteCache:
         return all(results)
 
     async def _fetch_one(self, info: OutputInfo) -> bool:
-        if info.sha256 in self._lost:
+        """One object into the local cache, once however many targets ask for it at once."""
+        sha = info.sha256
+        if sha in self._lost:
             return False
-        dest = self.local.object_path(info.sha256)
-        ok = await self.store.get_object(info.sha256, dest, expected_size=info.bytes or None,
-                                         file_mode=0o444)
+        coming = self._coming.get(sha)
+        if coming is None:
+            coming = self._coming[sha] = asyncio.ensure_future(self._download(info))
+            coming.add_done_callback(lambda _: self._coming.pop(sha, None))
+        return await asyncio.shield(coming)
+
+    async def _download(self, info: OutputInfo) -> bool:
+        """Streamed and checked into a temp file in the cache, then made durable with others
+        that arrive about then (:class:`_Arrivals`: one syncfs per batch, not an fsync each)."""
+        if self._arrivals is None:
+            self._arrivals = _Arrivals(self.local, self.store.warn)
+        arrivals = self._arrivals
+        arrivals.downloading += 1
+        try:
+            temp = await asyncio.to_thread(self.local.incoming, info.sha256)
+            ok = await self.store.get_object_unsynced(info.sha256, temp, expected_size=info.bytes or None)
+        except OSError as exc:
+            self.store.warn(f"local cache: cannot take images from the remote cache ({exc.strerror or exc})")
+            ok = False
+        finally:
+            arrivals.downloading -= 1
+        if ok:
+            ok = await arrivals.admit(info.sha256, temp)
+        else:
+            arrivals.nudge()  # it was the last in flight: what waits need not wait for more
         if ok:
             self.restored += 1
         else:
@@ -199,7 +227,7 @@ class RemoteCache:
             if not await self.fetch(record.outputs):
                 return False
             if spec_digest in self._runs:
-                await asyncio.to_thread(self.local.put_run, spec_digest, self._runs[spec_digest])
+                await asyncio.to_thread(self.local.put_run, spec_digest, self._runs[spec_digest], durable=False)
             return True
 
         return all(await asyncio.gather(*(one(s, r) for s, r in runs)))
@@ -268,3 +296,59 @@ async def pull(layer: RemoteCache, lock: Lock, names: Sequence[str]) -> tuple[in
                 wanted[sha] = OutputInfo(sha, o.get("bytes", 0), 0, 0, None)
     await layer.fetch(list(wanted.values()))
     return layer.restored, present, len(wanted) - layer.restored
+
+
+class _Arrivals:
+    """Downloaded objects made durable in batches. Each verified temp file waits until
+    :data:`ARRIVAL_BATCH` others have come, no download is left in flight, or
+    :data:`ARRIVAL_WAIT_S` has passed; then the batch is synced once and renamed into the cache
+    in a thread (:meth:`LocalCache.admit`) while the downloads go on. Only then does its fetch
+    answer True, so an output is never copied from an object that is not durably in place."""
+
+    def __init__(self, local: LocalCache, warn: Callable[[str], None]) -> None:
+        self.local = local
+        self.warn = warn
+        self.downloading = 0
+        self._waiting: list[tuple[str, Path, asyncio.Future[bool]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def admit(self, sha256: str, temp: Path) -> bool:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        self._waiting.append((sha256, temp, done))
+        if len(self._waiting) >= ARRIVAL_BATCH or self.downloading == 0:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(ARRIVAL_WAIT_S, self._flush)
+        return await done
+
+    def nudge(self) -> None:
+        if self.downloading == 0 and self._waiting:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._waiting = self._waiting, []
+        if not batch:
+            return
+        work = asyncio.get_running_loop().run_in_executor(None, self.local.admit, [(s, t) for s, t, _ in batch])
+
+        def settle(work: asyncio.Future[None]) -> None:
+            failure = work.exception() if not work.cancelled() else None
+            if isinstance(failure, OSError):
+                self.warn(f"local cache: cannot take images from the remote cache ({failure.strerror or failure})")
+            for _, _, done in batch:
+                if done.done():
+                    continue
+                if failure is not None and not isinstance(failure, OSError):
+                    done.set_exception(failure)  # a bug: never passed off as a miss
+                else:
+                    done.set_result(failure is None and not work.cancelled())
+
+        work.add_done_callback(settle)
+
+
+ARRIVAL_BATCH = 32  # objects synced at once: most of a syncfs's cost is shared
+ARRIVAL_WAIT_S = 0.25  # the longest a verified object waits for others before it is synced

@@ -4,8 +4,12 @@ image API server; what each build requested, wrote, printed and stored."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -112,6 +116,28 @@ def test_a_clone_without_the_lock_restores_by_the_remote_run_entries(
     assert requests_of(api_server) == 3 and restored.requests == 0
     assert outputs_of(second) == outputs_of(first)
     assert second.lock()["targets"]["hero"]["spec"] == first.lock()["targets"]["hero"]["spec"]
+
+
+def test_an_object_two_targets_share_is_fetched_once(
+        make_project: Callable[..., Project], api_server: ApiServer, s3_bucket: Bucket) -> None:
+    # The local server draws one image per size: two targets of one size get the same bytes.
+    twins = TARGETS + """
+    [images.knight]
+    prompt = "Another knight on another hill"
+    """
+    first = make_project("first", cache="cache-first")
+    write_manifest(first, api_server, s3_bucket.url, twins)
+    assert first.build().code == 0
+    assert first.read("build/images/knight.png") == first.read("build/images/hero.png")
+    second = make_project("second", cache="cache-second")
+    shutil.copy(first.root / "images.toml", second.root / "images.toml")
+    shutil.copy(first.root / "images.lock", second.root / "images.lock")
+
+    restored = second.build()
+
+    assert restored.code == 0, restored.err
+    assert restored.summary["restored"] == 4 and restored.summary["fetched"] == 3
+    assert second.read("build/images/knight.png") == first.read("build/images/hero.png")
 
 
 def test_the_summary_says_how_many_images_went_up(
@@ -231,6 +257,55 @@ def test_a_run_entry_that_is_not_imgbuilds_is_one_warning_and_a_request(
 
     assert result.code == 0 and result.requests == 1, result.err
     assert len(warnings_of(result)) == 1
+
+
+KILLED_TARGETS = 80
+KILL_BUDGET_S = 6.0
+
+
+def test_sigkill_while_restoring_from_the_remote_leaves_the_cache_true_and_outputs_whole(
+        make_project: Callable[..., Project], s3_bucket: Bucket) -> None:
+    # Objects come down into temp files, are synced in batches and only then renamed into the
+    # cache; outputs are copied from the cache. A kill at any point: no object whose bytes are not
+    # its name's, no output that is not whole, and the next build restores the rest for nothing.
+    manifest = ['[provider]\nname = "placeholder"\n', f'[cache]\nremote = "{s3_bucket.url}"\n']
+    manifest += [f'[images.k{i:03d}]\nprompt = "kept {i}"\noutput = "out/k{i:03d}.png"\n' for i in range(KILLED_TARGETS)]
+    first = make_project("first", cache="cache-first")
+    first.manifest("\n".join(manifest))
+    assert first.build().code == 0
+    second = make_project("second", cache="cache-second")
+    shutil.copy(first.root / "images.toml", second.root / "images.toml")
+    shutil.copy(first.root / "images.lock", second.root / "images.lock")
+    locked = {rel: hashlib.sha256(first.root.joinpath(rel).read_bytes()).hexdigest()
+              for rel in (f"out/k{i:03d}.png" for i in range(KILLED_TARGETS))}
+    rng = random.Random(5)
+    started, kills, mid_restore = time.monotonic(), 0, 0
+    while time.monotonic() - started < KILL_BUDGET_S or kills < 3:
+        shutil.rmtree(second.cache, ignore_errors=True)  # an empty local cache: every object comes down
+        shutil.rmtree(second.root / "out", ignore_errors=True)
+        proc = subprocess.Popen([sys.executable, "-m", "imgbuild", "-C", str(second.root), "build", "-q"],
+                                env=second.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=rng.uniform(0.5, 2.0))
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            kills += 1
+            mid_restore += any((second.cache / "objects").glob("*/*"))
+        for obj in (second.cache / "objects").glob("*/*"):
+            if not obj.name.startswith(".imgbuild-tmp-"):
+                assert hashlib.sha256(obj.read_bytes()).hexdigest() == obj.parent.name + obj.name
+        for rel, sha in locked.items():
+            if (second.root / rel).exists():
+                assert hashlib.sha256(second.read(rel)).hexdigest() == sha, f"{rel} is not whole"
+
+    rerun = second.build()
+
+    assert rerun.code == 0, rerun.err
+    assert rerun.requests == 0 and warnings_of(rerun) == []
+    assert all(hashlib.sha256(second.read(rel)).hexdigest() == sha for rel, sha in locked.items())
+    assert list(second.root.rglob(".imgbuild-tmp-*")) == []
+    assert kills >= 3 and mid_restore >= 1, (kills, mid_restore)
 
 
 # -- a remote that fails -----------------------------------------------------------------------

@@ -231,6 +231,24 @@ def test_a_tampered_object_is_absent_with_one_warning_and_no_file(s3_bucket: Buc
     assert remote.readable  # one bad object says nothing about the others
 
 
+def test_an_unsynced_download_leaves_checked_bytes_at_its_temp_path_and_a_tampered_one_nothing(
+        s3_bucket: Bucket, tmp_path: Path) -> None:
+    # The batched path (the caller syncs many at once and renames): the same check as get_object.
+    good, path = blob(tmp_path / "good.png", 9)
+    bad, _ = blob(tmp_path / "bad.png", 10)
+    remote, warnings = opened(s3_bucket.url)
+    assert run(remote.put_object(good, path))
+    s3_bucket.write(object_key(bad), b"not the image" * 1000)
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+
+    assert run(remote.get_object_unsynced(good, folder / "t1")) is True
+    assert run(remote.get_object_unsynced(bad, folder / "t2")) is False
+
+    assert [p.name for p in folder.iterdir()] == ["t1"] and (folder / "t1").read_bytes() == path.read_bytes()
+    assert len(warnings) == 1 and "does not match its sha256" in warnings[0]
+
+
 @pytest.mark.parametrize("off_by", [-1, 1])
 def test_an_object_of_another_size_than_expected_is_refused(s3_bucket: Bucket, tmp_path: Path,
                                                             off_by: int) -> None:

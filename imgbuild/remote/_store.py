@@ -151,6 +151,24 @@ class RemoteStore:
         self.stats.bytes_down += outcome
         return True
 
+    async def get_object_unsynced(self, sha256: str, temp: Path, *, expected_size: int | None = None) -> bool:
+        """Download an object into the new file ``temp``, checked as :meth:`get_object` checks
+        it, but neither synced nor renamed: the caller makes many such files durable at once and
+        renames them. On any mismatch or failure no file is left at ``temp``."""
+        key = object_key(sha256)
+        outcome = await self._call(
+            "download", False, self.options.transfer_timeout_s,
+            lambda: self._download(key, sha256, temp, expected_size, None))
+        if outcome is None:
+            return False
+        if outcome < 0:
+            self._warn(f"remote cache {self.url}: object {sha256[:12]}… does not match its "
+                       "sha256; ignored (a request or the local cache is used instead)")
+            return False
+        self.stats.objects_down += 1
+        self.stats.bytes_down += outcome
+        return True
+
     async def put_object(self, sha256: str, path: Path) -> bool:
         """Upload the file at ``path`` as object ``sha256`` unless the remote has it already.
         True when the remote holds the object afterwards."""
@@ -302,12 +320,16 @@ class RemoteStore:
         return bytes(await result.bytes_async())
 
     async def _download(self, key: str, sha256: str, dest: Path, expected_size: int | None,
-                        file_mode: int) -> int:
+                        file_mode: int | None) -> int:
         """The object's size once it is in place at ``dest``; -1 if its bytes are not the
-        ones named (then no file is left behind)."""
+        ones named (then no file is left behind). With no ``file_mode``, ``dest`` is itself the
+        new temp file, left unsynced and unrenamed for the caller."""
         result = await self._obstore().get_async(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=dest.parent)
+        if file_mode is None:
+            fd, tmp = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), str(dest)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=dest.parent)
         placed = False
         try:
             digest, size = hashlib.sha256(), 0
@@ -323,6 +345,9 @@ class RemoteStore:
                 out.flush()
                 if digest.hexdigest() != sha256 or (expected_size or 0) > size:
                     return -1
+                if file_mode is None:
+                    placed = True  # verified: the caller's to sync and rename
+                    return size
                 if self.options.durable:
                     await asyncio.to_thread(os.fsync, out.fileno())
             os.chmod(tmp, file_mode)
