@@ -459,10 +459,13 @@ def _command(argv: Sequence[str] | None) -> int:
     # What a run loads (10,000 targets are a million objects) lives until it ends: the collector's
     # passes over it would be wasted. A build turns it back on for what comes after loading.
     gc.disable()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:  # no fast answer to give: not even its module is loaded
+        return _main(argv)
     from . import fastpath
 
     try:
-        code = fastpath.answer(list(sys.argv[1:] if argv is None else argv))
+        code = fastpath.answer(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

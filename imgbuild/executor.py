@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import copybatch, safekeep
 from .cache import OutputInfo, RunRecord
@@ -33,6 +33,7 @@ from .takes import choose, expected_images, images_asked, lock_fields
 if TYPE_CHECKING:
     from .context import BuildContext
     from .plan import Planner
+    from .remotecache import RemoteCache
     from .ui import Reporter
 
 
@@ -426,7 +427,7 @@ class Executor:
         makes (its spec was unknown when the build looked the others up). Fetched into the local
         cache, it is restored from there; an object that does not come (altered, gone, the remote
         down) is absent, and the request goes ahead."""
-        remote, spec = self.planner.remote, decision.spec
+        remote, spec = self._remote, decision.spec
         assert remote is not None and spec is not None
         if decision.name in self.planner.force:
             return decision  # -B: a new take, whatever any cache holds
@@ -498,11 +499,16 @@ class Executor:
         self._finished(decision)
         return True
 
+    @property
+    def _remote(self) -> RemoteCache | None:
+        """The remote layer the project gave the planner (planning sees only its answers)."""
+        return cast("RemoteCache | None", self.planner.remote)
+
     async def _fetched(self, decision: Decision) -> bool:
         """A target the remote cache restores: its objects into the local cache first (checked,
         durable). Fetched as each such restore starts, so that the first outputs are copied
         while later objects are still coming down. False if any did not come."""
-        remote = self.planner.remote
+        remote = self._remote
         if decision.state is not State.REMOTE or remote is None or decision.spec is None or decision.run is None:
             return True
         return await remote.fetch_runs([(decision.spec.digest, decision.run)])
@@ -649,8 +655,8 @@ class Executor:
                 return False
             if not staged:
                 await asyncio.to_thread(cache.put_run, decision.spec.digest, record)
-                if self.planner.remote is not None:  # in the background: the next request does not wait
-                    self.planner.remote.publish(decision.spec.digest, record)
+                if self._remote is not None:  # in the background: the next request does not wait
+                    self._remote.publish(decision.spec.digest, record)
             for warning in result.warnings:
                 self.reporter.warn(f"{name}: {warning}")
             chosen, takes = choose(target, self.project.lock.get(name), decision.spec.digest, record, fresh=True)

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .cache import LocalCache, OutputInfo, RunRecord
 from .derive import RECIPE_MODEL
@@ -22,9 +22,16 @@ from .takes import Takes, annotate, choose, images_asked
 
 if TYPE_CHECKING:
     from .lockfile import Lock
-    from .remotecache import RemoteCache
     from .resolve import Target
     from .statcache import StatCache
+
+
+class RemoteAnswers(Protocol):
+    """What planning asks of a remote cache (remotecache.RemoteCache): answers it already has,
+    never the network."""
+
+    def run_for(self, spec_digest: str) -> RunRecord | None: ...
+    def holds(self, sha256: str) -> bool: ...
 
 
 class State(StrEnum):
@@ -106,7 +113,7 @@ class Planner:
         self.known_digests: Mapping[str, tuple[tuple[str, ...], str]] = {}
         # The remote cache's answers, looked up before planning (the planner never waits on a
         # network): a target it can restore is ``remote``, and costs nothing.
-        self.remote: RemoteCache | None = None
+        self.remote: RemoteAnswers | None = None
 
     def decide_all(self, order: Iterable[str]) -> list[Decision]:
         return [self.decide(name) for name in order]
