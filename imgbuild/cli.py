@@ -117,7 +117,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _unpicked(args: argparse.Namespace, project: Project, decisions: list[Decision]) -> list[Decision]:
     """check --require-picks: the targets with candidates whose current spec has no pick, each
     said once (on stderr: stdout is the status lines)."""
-    from .takes import unpicked
+    from .plan import unpicked
 
     found = unpicked(decisions, project.targets)
     for d in found:

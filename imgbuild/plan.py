@@ -18,7 +18,7 @@ from .cache import LocalCache, OutputInfo, RunRecord
 from .derive import RECIPE_MODEL
 from .pricing import estimate_usd
 from .spec import InputRef, Spec, changed_fields
-from .takes import Takes, annotate, choose, images_asked
+from .takes import Takes, choose, count, from_entry, images_asked
 
 if TYPE_CHECKING:
     from .lockfile import Lock
@@ -339,3 +339,26 @@ def _promise_existing(on_disk: tuple[str | None, ...], entry: Mapping[str, Any] 
     """What a pinned target's dependents see: the bytes on disk, else the locked ones."""
     locked = [o.get("sha256") for o in entry.get("outputs", [])] if entry else []
     return tuple(d if d is not None else (locked[i] if i < len(locked) else None) for i, d in enumerate(on_disk))
+
+
+def annotate(decision: Decision, target: Target, entry: Mapping[str, Any] | None) -> None:
+    """Give a candidates target's decision its takes (when its spec is the locked one) and the
+    line status shows: which take it holds, or that the old pick no longer applies."""
+    if not count(target):
+        return
+    spec = decision.spec
+    if decision.takes is None and spec is not None and entry is not None and entry.get("spec") == spec.digest \
+            and decision.action is not Action.REQUEST:
+        decision.takes = from_entry(entry)
+    if decision.takes is not None:
+        decision.reasons.append(decision.takes.line)
+        return
+    old_pick = entry.get("pick") if entry is not None else None
+    # Not for a target still waiting on an input: that input may come back the same (then so is the spec).
+    if type(old_pick) is int and decision.action is Action.REQUEST:
+        decision.reasons.append(f"the pick of take {old_pick} no longer applies: pick again from the new takes")
+
+
+def unpicked(decisions: list[Decision], targets: Mapping[str, Target]) -> list[Decision]:
+    """The candidates targets whose current spec has no pick (``check --require-picks``)."""
+    return [d for d in decisions if count(targets[d.name]) and (d.takes is None or d.takes.pick is None)]

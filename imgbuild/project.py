@@ -20,7 +20,7 @@ from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry,
 from .fsutil import allow_writes_under, atomic_write, is_inside, remove, remove_leftovers
 from .graph import closure, dependencies, producers_of, topological_order
 from .lockfile import Lock
-from .plan import Action, Decision, Planner, estimate_of
+from .plan import Action, Decision, Planner, State, estimate_of
 from .providers.base import Provider, ProviderSettings
 from .resolve import Overrides, Resolved, Target, parse_manifest, read_manifest, resolve
 from .stale import recorded_outputs, remove_dead
@@ -466,10 +466,54 @@ class Project:
 
     def pick(self, name: str, take: int) -> None:
         """Make take ``take`` (1-based) of target ``name``, which has candidates, its output: no
-        request; the pick is recorded in the lock with the target's spec (see takes.py)."""
-        from .takes import pick
+        request; the pick is recorded in the lock with the target's spec (see takes.py). Raises
+        UsageError on a bad name or take, or when the target has no takes for its current spec or
+        its output was edited by hand."""
+        from .fsutil import atomic_copy
+        from .takes import Takes, count, lock_fields
 
-        pick(self, name, take)
+        self.select([name])  # an unknown name: the usual located error
+        target = self.targets[name]
+        k = count(target)
+        if not k:
+            raise UsageError(f"{name} has no candidates: pick chooses among the takes of a target with "
+                             "`candidates = K` in images.toml")
+        if type(take) is not int or not 1 <= take <= k:
+            raise UsageError(f"{name} has {k} takes: pick one of 1 to {k}, not {take}")
+        with self._run_lock(Reporter()):
+            if self.lock.changed_on_disk():  # a build finished while we waited: its lock counts
+                self.lock = Lock.load(self.lock.path, self.state_dir)
+            decision = self.plan([name]).planner.decisions[name]
+            entry = self.lock.get(name)
+            takes = decision.takes
+            if decision.state is State.MODIFIED:
+                raise UsageError(f"{name}: {decision.reasons[0].split(':')[0]}; pick would overwrite it: "
+                                 f"`imgbuild accept {name}` adopts it, or move it away first")
+            if takes is None or entry is None or decision.spec is None or entry.get("spec") != decision.spec.digest:
+                raise UsageError(f"{name} has no takes for its current spec yet: build it first (imgbuild build {name})")
+            chosen = takes.takes[take - 1]
+            rel = target.outputs[0]
+            if self.stats.digest(rel) != chosen.sha256:
+                if not self.cache.has(chosen.sha256):
+                    raise ImgbuildError(f"{name}: take {take} ({chosen.sha256[:12]}) is not in the cache (a checkout "
+                                        f"without it?); `imgbuild build -B {name}` asks for new takes")
+                try:
+                    atomic_copy(self.cache.object_path(chosen.sha256), self.root / rel)
+                except OSError as exc:
+                    raise ImgbuildError(f"{rel}: cannot be written ({exc.strerror or exc}); nothing was changed") from exc
+                self.stats.record(rel, chosen.sha256)
+            self.cache.touch(chosen.sha256)
+            new = dict(entry)
+            output = dict(entry["outputs"][0]) if entry.get("outputs") else {"path": rel}
+            output.update(path=rel, sha256=chosen.sha256, bytes=chosen.bytes, width=chosen.width, height=chosen.height)
+            output.pop("git_blob", None)  # of the bytes it held before
+            new["outputs"] = [output]
+            for key in ("takes", "pick", "picks"):
+                new.pop(key, None)
+            new.update(lock_fields(Takes(takes.takes, take, takes.picks), decision.spec.digest, chosen.sha256))
+            self.lock.set(name, new)
+            self.lock.save()
+            self.stats.save()
 
     def accept(self, names: Sequence[str]) -> list[str]:
         """Record the outputs now on disk as the named targets' outputs for their current spec.

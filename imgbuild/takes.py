@@ -26,11 +26,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .cache import OutputInfo, RunRecord
-from .errors import ImgbuildError, UsageError
 
 if TYPE_CHECKING:
-    from .plan import Decision
-    from .project import Project
     from .target import Target
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -133,82 +130,3 @@ def lock_fields(takes: Takes, digest: str, output_sha256: str) -> dict[str, Any]
     if picks:
         fields["picks"] = picks
     return fields
-
-
-def annotate(decision: Decision, target: Target, entry: Mapping[str, Any] | None) -> None:
-    """Give a candidates target's decision its takes (when its spec is the locked one) and the
-    line status shows: which take it holds, or that the old pick no longer applies."""
-    from .plan import Action
-
-    if not count(target):
-        return
-    spec = decision.spec
-    if decision.takes is None and spec is not None and entry is not None and entry.get("spec") == spec.digest \
-            and decision.action is not Action.REQUEST:
-        decision.takes = from_entry(entry)
-    if decision.takes is not None:
-        decision.reasons.append(decision.takes.line)
-        return
-    old_pick = entry.get("pick") if entry is not None else None
-    # Not for a target still waiting on an input: that input may come back the same (then so is the spec).
-    if type(old_pick) is int and decision.action is Action.REQUEST:
-        decision.reasons.append(f"the pick of take {old_pick} no longer applies: pick again from the new takes")
-
-
-def unpicked(decisions: list[Decision], targets: Mapping[str, Target]) -> list[Decision]:
-    """The candidates targets whose current spec has no pick (``check --require-picks``)."""
-    return [d for d in decisions if count(targets[d.name]) and (d.takes is None or d.takes.pick is None)]
-
-
-def pick(project: Project, name: str, take: int) -> str:
-    """Copy take ``take`` (1-based) of target ``name`` to its output and record the pick in the
-    lock: no request. Returns the output path. Raises UsageError on a bad name or take, or when
-    the target has no takes for its current spec or its output was edited by hand."""
-    from .fsutil import atomic_copy
-    from .lockfile import Lock
-    from .plan import State
-    from .ui import Reporter
-
-    project.select([name])  # an unknown name: the usual located error
-    target = project.targets[name]
-    k = count(target)
-    if not k:
-        raise UsageError(f"{name} has no candidates: pick chooses among the takes of a target with "
-                         "`candidates = K` in images.toml")
-    if type(take) is not int or not 1 <= take <= k:
-        raise UsageError(f"{name} has {k} takes: pick one of 1 to {k}, not {take}")
-    with project._run_lock(Reporter()):
-        if project.lock.changed_on_disk():  # a build finished while we waited: its lock counts
-            project.lock = Lock.load(project.lock.path, project.state_dir)
-        decision = project.plan([name]).planner.decisions[name]
-        entry = project.lock.get(name)
-        takes = decision.takes
-        if decision.state is State.MODIFIED:
-            raise UsageError(f"{name}: {decision.reasons[0].split(':')[0]}; pick would overwrite it: "
-                             f"`imgbuild accept {name}` adopts it, or move it away first")
-        if takes is None or entry is None or decision.spec is None or entry.get("spec") != decision.spec.digest:
-            raise UsageError(f"{name} has no takes for its current spec yet: build it first (imgbuild build {name})")
-        chosen = takes.takes[take - 1]
-        rel = target.outputs[0]
-        if project.stats.digest(rel) != chosen.sha256:
-            if not project.cache.has(chosen.sha256):
-                raise ImgbuildError(f"{name}: take {take} ({chosen.sha256[:12]}) is not in the cache (a checkout "
-                                    f"without it?); `imgbuild build -B {name}` asks for new takes")
-            try:
-                atomic_copy(project.cache.object_path(chosen.sha256), project.root / rel)
-            except OSError as exc:
-                raise ImgbuildError(f"{rel}: cannot be written ({exc.strerror or exc}); nothing was changed") from exc
-            project.stats.record(rel, chosen.sha256)
-        project.cache.touch(chosen.sha256)
-        new = dict(entry)
-        output = dict(entry["outputs"][0]) if entry.get("outputs") else {"path": rel}
-        output.update(path=rel, sha256=chosen.sha256, bytes=chosen.bytes, width=chosen.width, height=chosen.height)
-        output.pop("git_blob", None)  # of the bytes it held before
-        new["outputs"] = [output]
-        for key in ("takes", "pick", "picks"):
-            new.pop(key, None)
-        new.update(lock_fields(Takes(takes.takes, take, takes.picks), decision.spec.digest, chosen.sha256))
-        project.lock.set(name, new)
-        project.lock.save()
-        project.stats.save()
-    return rel
