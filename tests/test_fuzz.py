@@ -251,3 +251,25 @@ def test_mutated_locks_never_crash_and_write_nothing_on_exit_2(data: Any, comman
 def test_the_real_cli_agrees_on_a_few_generated_manifests(doc: dict[str, Any]) -> None:
     with fresh_project() as project:
         run(project, toml_of(doc), ("build", "--json"), in_process=False)
+
+
+@settings(max_examples=300, **FUZZ)
+@given(data=st.data())
+def test_the_fast_lock_reader_reads_every_lock_as_tomllib_does(data: Any) -> None:
+    """lockfile reads the lock with rtoml when it can: whatever tomllib reads, it reads the same,
+    and whatever tomllib refuses, it refuses (tomllib's error is the one given)."""
+    import tomllib
+
+    from imgbuild.lockfile import _parse
+
+    lock = (built_project().root / "images.lock").read_bytes()
+    raw = data.draw(st.one_of(mutated(lock), reshaped(lock)))
+    try:
+        expected: Any = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        expected = type(exc)
+    try:
+        got: Any = _parse(raw)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        got = type(exc)
+    assert got == expected
