@@ -6,7 +6,6 @@ network, no writes.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -19,16 +18,17 @@ from typing import TYPE_CHECKING, Any
 from .derive import recipe
 from .errors import ManifestError, Problem, UsageError
 from .hints import length_message, place, unknown_field
-from .images import MAX_DECODE_PIXELS, png_pixels, sniff_format
+from .inputfiles import FORMAT_EXTENSION, Declared, check_files
+from .inputfiles import check_image as _check_image  # noqa: F401 - incremental.py validates a changed table with these
+from .inputfiles import check_mask as _check_mask  # noqa: F401
+from .inputfiles import loops as _loops
 from .providers import PRESETS, Preset, schema
 from .tablecheck import BUILTIN_DEFAULTS, DEFAULT_COMPRESSION, TARGET_NAME_PATTERN
 from .providers.base import Capabilities, ProviderSettings
-from .providers.rules import parse_size
 from .target import Target  # noqa: F401 - re-exported: resolve.Target is what resolving makes
 from .textvars import resolve_vars, substitute, var_names
 
 EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
-FORMAT_EXTENSION = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 # Request fields imgbuild sends itself: `extra` may not override them.
 OWN_FIELDS = frozenset(
     {"model", "prompt", "size", "quality", "output_format", "background", "moderation",
@@ -475,16 +475,6 @@ class _TargetResolver:
             )
 
 
-@dataclass(frozen=True)
-class Declared:
-    """What a target declares, even when it has problems: the checks across targets use it."""
-
-    outputs: tuple[str, ...]
-    images: tuple[str, ...]
-    mask: str | None
-    size: str
-
-
 def _extra_problem(key: str, value: Any) -> str | None:
     if key in OWN_FIELDS:
         return "imgbuild sets this field itself; use the target's own field"
@@ -508,15 +498,6 @@ def path_problem(value: str) -> str | None:
     if long is not None:
         return f"{long[:40]}… is a name of {len(long.encode('utf-8', 'replace'))} bytes; file systems allow 255 bytes"
     return None
-
-
-def _loops(path: Path) -> bool:
-    """Whether ``path`` is a symbolic link that never reaches a file (stat fails with ELOOP)."""
-    try:
-        os.stat(path)
-    except OSError as exc:
-        return exc.errno == errno.ELOOP
-    return False
 
 
 def _depth(value: Any) -> int:
@@ -546,88 +527,6 @@ def _plain(value: Any) -> bool:
 def _numbered(path: str, i: int) -> str:
     stem, ext = os.path.splitext(path)
     return f"{stem}-{i}{ext}"
-
-
-def check_files(root: Path, declared: dict[str, Declared], caps: Capabilities, problems: list[Problem]) -> None:
-    """Inputs exist (or a target makes them), are images by their bytes and not too large; masks
-    fit. Every target is checked, also those with other problems, against every declared output."""
-    producers = {out: name for name, d in declared.items() for out in d.outputs}
-    for name, d in declared.items():
-        at = f"images.{name}"
-        for i, rel in enumerate(d.images):
-            _check_image(root, rel, f"{at}.images[{i}]", producers, problems, caps.max_image_bytes)
-        if d.mask:
-            _check_mask(root, name, declared, producers, problems, caps.max_mask_bytes)
-
-
-def _check_image(root: Path, rel: str, where: str, producers: dict[str, str], problems: list[Problem],
-                 max_bytes: int) -> str | None:
-    if rel in producers:
-        return None
-    path = root / rel
-    try:
-        with path.open("rb") as f:
-            head = f.read(24)
-            size = os.fstat(f.fileno()).st_size
-    except FileNotFoundError:
-        problems.append(Problem(where, f"{rel} does not exist and no target makes it"))
-        return None
-    except OSError as exc:
-        problems.append(Problem(where, f"{rel} cannot be read: {exc.strerror}"))
-        return None
-    fmt = sniff_format(head)
-    if fmt is None:
-        problems.append(Problem(where, f"{rel} is not a PNG, JPEG or WEBP image (by its bytes)"))
-    elif size > max_bytes:
-        problems.append(Problem(where, f"{rel} is {size / 2**20:.1f} MB; the API takes at most {max_bytes // 2**20} MB"))
-    elif (pixels := png_pixels(head) or 0) > MAX_DECODE_PIXELS:
-        problems.append(Problem(where, f"{rel} declares {pixels:,} pixels, more than can be decoded safely "
-                                       f"({MAX_DECODE_PIXELS:,} at most)"))
-        return None
-    return fmt
-
-
-def _check_mask(root: Path, name: str, declared: dict[str, Declared], producers: dict[str, str],
-                problems: list[Problem], max_bytes: int) -> None:
-    where = f"images.{name}.mask"
-    d = declared[name]
-    rel = d.mask or ""
-    fmt = _check_image(root, rel, where, producers, problems, max_bytes)
-    if rel in producers or fmt is None:
-        return
-    if fmt != "png":
-        problems.append(Problem(where, f"{rel} is {fmt}; a mask must be a PNG with an alpha channel"))
-        return
-    from .images import ImageTooLarge, image_info
-
-    try:
-        info = image_info(root / rel)
-    except ImageTooLarge as exc:
-        problems.append(Problem(where, f"{rel}: {exc}"))
-        return
-    except ValueError:
-        problems.append(Problem(where, f"{rel} is not a readable PNG (truncated or corrupt?)"))
-        return
-    if not info.has_alpha:
-        problems.append(Problem(where, f"{rel} has no alpha channel (transparent pixels mark where to edit)"))
-    if not d.images:
-        return
-    first = d.images[0]
-    wh: tuple[int, int] | None = None
-    if first in producers:
-        wh = parse_size(declared[producers[first]].size)
-    elif (root / first).exists():
-        try:
-            wh = image_info(root / first).size
-        except ImageTooLarge as exc:
-            if not any(p.where == f"images.{name}.images[0]" for p in problems):  # said once
-                problems.append(Problem(f"images.{name}.images[0]", f"{first}: {exc}"))
-        except ValueError:
-            problems.append(Problem(f"images.{name}.images[0]", f"{first} is not a readable image (truncated or corrupt?)"))
-    if wh and wh != info.size:
-        problems.append(Problem(
-            where, f"{rel} is {info.size[0]}x{info.size[1]} but the first input {first} is {wh[0]}x{wh[1]}"
-        ))
 
 
 def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Overrides) -> Resolved:

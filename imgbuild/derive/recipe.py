@@ -128,7 +128,7 @@ def resolve_derived(resolver: _TargetResolver, name: str, table: Any, dropped: s
                 outputs = (output, atlas)
                 params["image"] = os.path.relpath(output, os.path.dirname(atlas) or ".").replace(os.sep, "/")
 
-    from ..resolve import Declared
+    from ..inputfiles import Declared
 
     # Its sources are checked by check_sources, placed at from/sheet, not as an edit's images.
     resolver.declared[name] = Declared(outputs, (), None, "auto")
@@ -188,7 +188,7 @@ def _from_operations(resolver: _TargetResolver, at: str, table: Any, fmt: str, p
 
 def _output(resolver: _TargetResolver, where: str, name: str, value: str | None, fmt: str | None) -> str | None:
     """An output path as requests have them: confined, not git's or ours, not a folder."""
-    from ..resolve import FORMAT_EXTENSION, _loops
+    from ..inputfiles import FORMAT_EXTENSION, loops
 
     if value is None:
         value = f"{resolver.out_dir}/{name}{FORMAT_EXTENSION.get(fmt or 'png', '.png')}"
@@ -205,7 +205,7 @@ def _output(resolver: _TargetResolver, where: str, name: str, value: str | None,
     if os.path.isdir(resolver.root / rel):
         resolver.problem(field, f"{rel} is a folder")
         return None
-    if _loops(resolver.root / rel):
+    if loops(resolver.root / rel):
         resolver.problem(field, f"{rel} is a symbolic link that leads back to itself; remove it")
         return None
     return rel
@@ -304,7 +304,7 @@ def _tracked(root: Any) -> list[str]:
 def check_sources(root: Any, targets: Mapping[str, Target], producers: Mapping[str, str],
                   problems: list[Problem]) -> None:
     """Each image a derived target reads exists (or a target makes it) and is an image by its bytes."""
-    from ..resolve import _check_image
+    from ..inputfiles import check_image
 
     for name, target in targets.items():
         kind = target.params.get("derive")
@@ -312,7 +312,7 @@ def check_sources(root: Any, targets: Mapping[str, Target], producers: Mapping[s
             continue
         for rel in target.images:
             # No size limit of the API's: these bytes are never sent anywhere.
-            _check_image(root, rel, f"images.{name}.{kind}", dict(producers), problems, 2**62)
+            check_image(root, rel, f"images.{name}.{kind}", dict(producers), problems, 2**62)
 
 
 def frames_of(params: Mapping[str, Any]) -> list[str]:
