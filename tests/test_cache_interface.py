@@ -6,10 +6,15 @@ its folders."""
 from __future__ import annotations
 
 import ast
+import asyncio
+import hashlib
 import inspect
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import Project
 
 import imgbuild
 from imgbuild.cache import CacheStore, LocalCache
@@ -127,3 +132,151 @@ def test_an_implementation_has_every_operation_of_the_interface(implementation: 
         wanted = _parameters(CacheStore, name)
         have = _parameters(implementation, name)
         assert have == wanted if isinstance(wanted, str) else have[:len(wanted)] == wanted, name
+
+
+# -- the layered store (local first, then a remote) as the project's cache ---------------------
+
+PLACEHOLDER = """
+[provider]
+name = "placeholder"
+
+[images.hero]
+prompt = "a knight on a hill"
+output = "assets/hero.png"
+candidates = 3
+
+[images.logo]
+prompt = "a round logo"
+output = "assets/logo.png"
+"""
+
+
+def _layered(cache: Path, remote: Path):  # type: ignore[no-untyped-def]
+    from imgbuild.remote import open_remote
+    from imgbuild.remotecache import RemoteCache
+
+    return RemoteCache(LocalCache(cache), open_remote(remote.as_uri(), "readwrite"))
+
+
+def _load(project: Project, layered: Any) -> Any:  # type: ignore[no-untyped-def]
+    from imgbuild.project import Project as Library
+
+    loaded = Library.load(project.root)
+    loaded.cache = layered
+    return loaded
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def test_the_layered_store_has_every_operation_of_the_interface() -> None:
+    from imgbuild.remotecache import RemoteCache
+
+    test_an_implementation_has_every_operation_of_the_interface(RemoteCache)
+
+
+def test_a_build_through_the_layered_store_keeps_its_images_locally_and_uploads_them(
+        make_project: Callable[..., Project], tmp_path: Path) -> None:
+    project = make_project("first")
+    project.manifest(PLACEHOLDER)
+    layered = _layered(project.cache, tmp_path / "remote")
+
+    summary = _load(project, layered).build()
+    uploaded = asyncio.run(layered.drain())
+
+    assert summary.built == 2 and summary.complete
+    locked = [o["sha256"] for e in project.lock()["targets"].values() for o in e["outputs"]]
+    assert all(layered.local.has(sha) for sha in locked)
+    assert uploaded == 4  # the logo and the hero's three takes
+    assert len(_files(tmp_path / "remote")) == 4 + 2  # and a run entry each
+
+
+def test_a_restore_through_the_layered_store_fetches_what_only_the_remote_holds(
+        make_project: Callable[..., Project], tmp_path: Path) -> None:
+    first = make_project("first")
+    first.manifest(PLACEHOLDER)
+    layered = _layered(first.cache, tmp_path / "remote")
+    _load(first, layered).build()
+    asyncio.run(layered.drain())
+    clone = make_project("clone", cache="clone-cache").checkout_of(first)
+    for rel in ("assets/hero.png", "assets/logo.png"):
+        (clone.root / rel).unlink()
+    other = _layered(clone.cache, tmp_path / "remote")
+    locked = [o["sha256"] for e in clone.lock()["targets"].values() for o in e["outputs"]]
+    asyncio.run(other.look_up([], locked, confirm=True))
+
+    summary = _load(clone, other).build()
+
+    assert (summary.restored, summary.built, summary.requests) == (2, 0, 0)
+    assert clone.read("assets/hero.png") == first.read("assets/hero.png")
+    assert clone.read("assets/logo.png") == first.read("assets/logo.png")
+    assert all(other.local.has(sha) for sha in locked)  # fetched, checked, into the local layer
+
+
+def test_pick_through_the_layered_store_copies_the_take_from_it(
+        make_project: Callable[..., Project], tmp_path: Path) -> None:
+    project = make_project("first")
+    project.manifest(PLACEHOLDER)
+    layered = _layered(project.cache, tmp_path / "remote")
+    _load(project, layered).build()
+    second = project.lock()["targets"]["hero"]["takes"][1]["sha256"]
+
+    _load(project, layered).pick("hero", 2)
+
+    assert hashlib.sha256(project.read("assets/hero.png")).hexdigest() == second
+
+
+def test_accept_through_the_layered_store_keeps_the_edited_bytes_in_it(
+        make_project: Callable[..., Project], tmp_path: Path) -> None:
+    project = make_project("first")
+    project.manifest(PLACEHOLDER)
+    layered = _layered(project.cache, tmp_path / "remote")
+    _load(project, layered).build(["logo"])
+    project.png("assets/logo.png", color=(1, 2, 3, 255))  # touched up by hand
+    edited = hashlib.sha256(project.read("assets/logo.png")).hexdigest()
+
+    _load(project, layered).accept(["logo"])
+
+    assert project.lock()["targets"]["logo"]["outputs"][0]["sha256"] == edited
+    assert layered.has(edited) and layered.local.has(edited)
+
+
+def test_review_through_the_layered_store_links_takes_to_files_on_this_machine(
+        make_project: Callable[..., Project], tmp_path: Path) -> None:
+    from imgbuild.review.command import write_page
+
+    project = make_project("first")
+    project.manifest(PLACEHOLDER)
+    layered = _layered(project.cache, tmp_path / "remote")
+    _load(project, layered).build(["hero"])
+    takes = [t["sha256"] for t in project.lock()["targets"]["hero"]["takes"]]
+
+    page = write_page(_load(project, layered)).read_text()
+
+    for sha in takes[1:]:  # not the output: those are shown from the project
+        assert layered.viewable_path(sha).as_uri() in page  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def disks() -> Iterator[Any]:
+    from test_disk_faults import Disks
+
+    made = Disks()
+    yield made
+    made.undo()
+
+
+def test_a_paid_image_the_layered_store_cannot_take_goes_to_the_rescue_folder(
+        make_project: Callable[..., Project], tmp_path: Path, disks: Any) -> None:
+    project = make_project("first")
+    project.manifest(PLACEHOLDER)
+    layered = _layered(project.cache, tmp_path / "remote")
+    disks.read_only(project.cache / "objects")
+    disks.read_only(project.root / "assets")
+
+    summary = _load(project, layered).build(["logo"])
+
+    assert summary.uncached == 1 and not summary.complete
+    rescued = _files(project.root / ".imgbuild" / "rescue" / "logo")
+    assert [p.read_bytes()[:8] for p in rescued] == [b"\x89PNG\r\n\x1a\n"]

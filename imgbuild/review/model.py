@@ -123,7 +123,7 @@ def _on_disk(project: Project, rel: str, info: Mapping[str, Any]) -> Shown | Non
 def _cached(project: Project, info: Mapping[str, Any]) -> Shown | None:
     sha = info.get("sha256")
     source = project.cache.viewable_path(sha) if isinstance(sha, str) else None
-    if source is None:
+    if sha is None or source is None:
         return None
     return Shown(sha, source, None, _int(info.get("width")), _int(info.get("height")))
 
