@@ -1,7 +1,7 @@
 """The cache: content-addressed image objects and a run cache (spec digest → output digests).
 
 Every image the API returned is put here before anything else is done with it. The store sits
-behind a small interface (:class:`Store`) so that a remote cache can stand beside the local one.
+behind a small interface (:class:`CacheStore`) so that a remote cache can stand beside the local one.
 Layout, sharded like DVC's::
 
     <cache>/objects/ab/abcdef…     image bytes, read-only, named by sha256
@@ -23,7 +23,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,7 +34,7 @@ except ImportError:  # Windows: staging folders are not locked, and leftovers wa
     fcntl = None  # type: ignore[assignment]
 
 from .errors import StateFileError
-from .fsutil import TEMP_PREFIX, allow_writes_under, atomic_write, move_into, open_folder
+from .fsutil import TEMP_PREFIX, allow_writes_under, atomic_copy, atomic_write, move_into, open_folder
 
 RUN_VERSION = 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -61,14 +61,106 @@ class RunRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Store(Protocol):
-    """What the engine needs of a cache; the local folder is one implementation."""
+class Staging:
+    """A scratch folder for incoming bytes: a provider streams its answer into it, a derivation
+    writes its image there, a project file is copied there for the cache to take
+    (:meth:`CacheStore.put_file`). Locked for this process while open; closed, it is deleted,
+    unless :meth:`keep` was called (paid images that could go nowhere): then the next build's
+    :meth:`CacheStore.recover` takes them. Callers write only where it tells them."""
+
+    def __init__(self, folder: Path, release: Callable[[Path, bool], None]) -> None:
+        self._folder = folder
+        self._release = release
+        self._keep = False
+        self._closed = False
+
+    @property
+    def folder(self) -> Path:
+        """The place to write (handed to a provider, which names its own files in it)."""
+        return self._folder
+
+    def file(self, name: str) -> Path:
+        """A path for a new file ``name`` in this staging folder."""
+        return self._folder / name
+
+    def files(self) -> list[Path]:
+        """The files written here, by name (not those in subfolders: a request's input copies)."""
+        return sorted(f for f in self._folder.iterdir() if f.is_file())
+
+    def keep(self) -> None:
+        """Leave the folder in place when closed, for the next build to recover."""
+        self._keep = True
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release(self._folder, self._keep)
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CacheStore(Protocol):
+    """What the engine needs of a cache, by content only: objects by sha256, run-cache entries by
+    spec digest, and a staging place for incoming bytes. :class:`LocalCache` (a folder) is one
+    implementation; :class:`~imgbuild.remotecache.RemoteCache` (local first, then a remote
+    store) is another. Nothing outside the cache layer knows how either lays out its bytes."""
+
+    @property
+    def where(self) -> str:
+        """Where the cache is, for messages."""
+        ...
 
     def has(self, sha256: str) -> bool: ...
-    def object_path(self, sha256: str) -> Path: ...
-    def put_file(self, path: Path) -> OutputInfo: ...
     def get_run(self, spec_digest: str) -> RunRecord | None: ...
     def put_run(self, spec_digest: str, record: RunRecord) -> None: ...
+
+    def stage(self, *, need_bytes: int = 0, fallback: Path | None = None) -> Staging:
+        """A new staging place; in ``fallback`` (a folder of the project) when the cache has not
+        ``need_bytes`` free or cannot be written. Raises OSError when neither can be had."""
+        ...
+
+    def put_file(self, path: Path) -> OutputInfo:
+        """Admit a staged file (it is moved, not copied)."""
+        ...
+
+    def put_copy(self, path: Path) -> OutputInfo:
+        """Admit a copy of a file that stays where it is (a project file)."""
+        ...
+
+    def describe(self, path: Path) -> OutputInfo: ...
+
+    def open_object(self, sha256: str) -> int:
+        """A read-only descriptor of the object's bytes; the caller closes it. OSError if absent."""
+        ...
+
+    def copy_to(self, sha256: str, dest: Path) -> None:
+        """Write the object's bytes to ``dest``, atomically and durably."""
+        ...
+
+    def touch(self, sha256: str) -> None: ...
+
+    def recover(self, fallback: Path | None = None) -> int:
+        """Take in what killed builds left in staging (here, and in ``fallback``); how many images."""
+        ...
+
+    def viewable_path(self, sha256: str) -> Path | None:
+        """A read-only file of the object a browser can open (the review page only), or None when
+        its bytes are not on this machine. Never to be written through."""
+        ...
+
+    def register_project(self, root: Path) -> None: ...
+
+
+def has_room(folder: Path, need_bytes: int) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # not made yet, or Windows: try, and handle failure later
+        return True
+    return st.f_bavail * st.f_frsize >= need_bytes
 
 
 def encode_run(record: RunRecord) -> bytes:
@@ -136,6 +228,8 @@ def file_digests(path: Path) -> tuple[str, str]:
 
 
 class LocalCache:
+    """The cache folder on this machine: a :class:`CacheStore`."""
+
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_cache_dir()
         allow_writes_under(self.root)
@@ -152,6 +246,42 @@ class LocalCache:
 
     def object_path(self, sha256: str) -> Path:
         return self._object(sha256)
+
+    @property
+    def where(self) -> str:
+        return str(self.root)
+
+    def stage(self, *, need_bytes: int = 0, fallback: Path | None = None) -> Staging:
+        if fallback is None or has_room(self.root, need_bytes):
+            try:
+                return Staging(self.staging_dir(), self._release)
+            except OSError:
+                if fallback is None:
+                    raise
+        return Staging(self.staging_dir(fallback), self._release)
+
+    def _release(self, folder: Path, keep: bool) -> None:
+        self.discard_staging(folder, keep=keep)
+
+    def put_copy(self, path: Path) -> OutputInfo:
+        with self.stage() as staging:
+            copy = staging.file("copy")
+            shutil.copyfile(path, copy)
+            return self.put_file(copy)
+
+    def open_object(self, sha256: str) -> int:
+        return os.open(self._object(sha256), os.O_RDONLY)
+
+    def copy_to(self, sha256: str, dest: Path) -> None:
+        atomic_copy(self._object(sha256), dest)
+
+    def viewable_path(self, sha256: str) -> Path | None:
+        path = self._object(sha256)
+        return path if path.is_file() else None
+
+    def recover(self, fallback: Path | None = None) -> int:
+        kept = self.adopt_leftovers()
+        return kept + (self.adopt_leftovers(fallback) if fallback is not None else 0)
 
     def staging_dir(self, under: Path | None = None) -> Path:
         """A new staging folder, locked for this process until :meth:`discard_staging`; in the

@@ -237,8 +237,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
                 keep.update(o.get("sha256", "") for o in entry.get("outputs", []))
                 keep.update(t.get("sha256", "") for t in entry.get("takes", []))  # takes not picked yet
     removed, freed = cache.gc(keep, args.older_than)
-    _say(args, {"event": "summary", "removed": removed, "freed_bytes": freed, "cache": str(cache.root)},
-         f"gc: removed {removed} object(s), freed {freed / 1e6:.1f} MB from {cache.root}", summary=True)
+    _say(args, {"event": "summary", "removed": removed, "freed_bytes": freed, "cache": cache.where},
+         f"gc: removed {removed} object(s), freed {freed / 1e6:.1f} MB from {cache.where}", summary=True)
     return 0
 
 

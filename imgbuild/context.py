@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .cache import LocalCache
+    from .cache import CacheStore
     from .lockfile import Lock
     from .providers.base import ProviderSettings
     from .statcache import StatCache
@@ -34,7 +34,7 @@ class BuildContext(Protocol):
     @property
     def stats(self) -> StatCache: ...
     @property
-    def cache(self) -> LocalCache: ...
+    def cache(self) -> CacheStore: ...
 
     def cache_copy(self, rel: str) -> None:
         """Put a copy of the project file ``rel`` into the cache (the file stays)."""

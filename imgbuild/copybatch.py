@@ -25,13 +25,24 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from .fsutil import _DIR_FD, _O_NOFOLLOW, DirSyncs, _fsync_fd, _open_folder, _temp_name, atomic_copy
+from .fsutil import _DIR_FD, _O_NOFOLLOW, DirSyncs, _atomic, _fsync_fd, _open_folder, _temp_name
 
 BATCH = 64  # restores per batch: enough to share one sync, few enough to keep the outputs coming
 THREADS = 8  # batches copied at once: the copies wait on the disk and the journal, not the CPU
 IN_FLIGHT = BATCH * THREADS * 2  # restores the executor starts before earlier ones finish
+
+Source = Callable[[], int]  # opens the bytes to copy: a read-only descriptor the copy closes
+
+
+def _copy_into(source: Source, out: BinaryIO) -> None:
+    src = source()
+    try:
+        while chunk := os.read(src, 1 << 20):
+            out.write(chunk)
+    finally:
+        os.close(src)
 
 
 class _Copy:
@@ -66,12 +77,13 @@ class CopyBatch:
             self._drop(mark)
             self.errors[owner] = exc
 
-    def copy(self, source: Path, dest: Path, describe: Callable[[OSError], Exception], *, mode: int = 0o644) -> None:
-        """Copy ``source`` into a temp file beside ``dest`` (renamed at :meth:`commit`). An OSError
-        is raised as ``describe`` makes it, now or at the commit."""
+    def copy(self, source: Source, dest: Path, describe: Callable[[OSError], Exception], *, mode: int = 0o644) -> None:
+        """Copy the bytes ``source`` opens (the cache's :meth:`~imgbuild.cache.CacheStore.open_object`,
+        say) into a temp file beside ``dest`` (renamed at :meth:`commit`). An OSError is raised as
+        ``describe`` makes it, now or at the commit."""
         if not _DIR_FD:  # no folder descriptors here (Windows): one durable copy at a time, by path
             try:
-                atomic_copy(source, dest, mode=mode, dirs=self.dirs)
+                _atomic(dest, lambda out: _copy_into(source, out), durable=True, mode=mode, dirs=self.dirs)
             except OSError as exc:
                 raise describe(exc) from exc
             return
@@ -89,7 +101,7 @@ class CopyBatch:
         try:
             if hasattr(os, "fchmod"):
                 os.fchmod(fd, mode)  # the mode asked for, whatever the umask
-            src = os.open(source, os.O_RDONLY)
+            src = source()
             try:
                 _copy_data(src, fd)
             finally:

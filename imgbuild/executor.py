@@ -11,17 +11,17 @@ import asyncio
 import heapq
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from . import copybatch, safekeep
-from .cache import OutputInfo, RunRecord
+from .cache import OutputInfo, RunRecord, Staging
 from .copybatch import BatchedRestores, CopyBatch
 from .errors import BudgetExceeded, ImgbuildError, ProviderError
 from .plan import Action, Decision, State
@@ -333,7 +333,7 @@ class Executor:
         exc = self._cache_error
         why = (exc.strerror or str(exc)) if exc is not None else "unknown"
         self.reporter.line(
-            f"error: the cache cannot take paid images ({why}: {self.project.cache.root}); "
+            f"error: the cache cannot take paid images ({why}: {self.project.cache.where}); "
             f"{self.summary.uncached} went to their outputs "
             f"only ({', '.join(self._uncached)}), recorded in the lock: keep them (imgbuild clean caches "
             "them first), and make the cache writable or free space", error=True)
@@ -533,9 +533,10 @@ class Executor:
         copied: list[tuple[str, str]] = []
         for rel, info in zip(target.outputs, decision.run.outputs):
             if self.project.stats.digest(rel) != info.sha256:
-                source = (staged or {}).get(info.sha256) or self.project.cache.object_path(info.sha256)
-                hint = "" if source != self.project.cache.object_path(info.sha256) else (
-                    "; its image is in the cache: the next build restores it")
+                file = (staged or {}).get(info.sha256)  # a paid image the cache could not take
+                source = (partial(os.open, file, os.O_RDONLY) if file is not None
+                          else partial(self.project.cache.open_object, info.sha256))
+                hint = "" if file is not None else "; its image is in the cache: the next build restores it"
 
                 def error(exc: OSError, rel: str = rel, hint: str = hint) -> ImgbuildError:
                     return ImgbuildError(f"{rel}: cannot be written ({exc.strerror or exc}){hint}")
@@ -560,16 +561,10 @@ class Executor:
         self.project.lock.set(decision.name, entry)
 
     def _cache_sources(self, sources: dict[str, str]) -> None:
-        staging = self.project.cache.staging_dir()
-        try:
-            for sha, rel in sources.items():
-                if not self.project.cache.has(sha):
-                    copy = staging / sha
-                    shutil.copyfile(self.project.root / rel, copy)
-                    if self.project.cache.put_file(copy).sha256 != sha:
-                        raise ValueError(f"{rel} changed while it was being restored from; build again")
-        finally:
-            self.project.cache.discard_staging(staging)
+        for sha, rel in sources.items():
+            if not self.project.cache.has(sha):
+                if self.project.cache.put_copy(self.project.root / rel).sha256 != sha:
+                    raise ValueError(f"{rel} changed while it was being restored from; build again")
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -578,15 +573,15 @@ class Executor:
             self._provider = self._open_provider()
         return self._provider
 
-    def _keep_paid_for(self, name: str, staging: Path) -> bool:
+    def _keep_paid_for(self, name: str, staging: Staging) -> bool:
         """Images a failed target did receive (e.g. 2 of aimlapi's 3 requests of one) go into the
         cache: they were paid for. ``gc`` prunes them once nothing needs them. Returns False when
         some could go nowhere: the staging folder must then stay for the next build."""
-        kept, staged, _ = safekeep.store(self.project.cache, sorted(f for f in staging.iterdir() if f.is_file()))
+        kept, staged, _ = safekeep.store(self.project.cache, staging.files())
         if staged:
             folder = safekeep.rescue(self.project.state_dir, name, staged.values())
             self.reporter.warn(f"{name}: {len(staged)} paid image(s) that are not its outputs could not go into the "
-                               f"cache; kept in {folder.relative_to(self.project.root) if folder else staging}")
+                               f"cache; kept in {folder.relative_to(self.project.root) if folder else staging.folder}")
             if folder is None:
                 return False
             kept = [k for k in kept if k.sha256 not in staged]
@@ -627,9 +622,9 @@ class Executor:
         started = time.monotonic()
         try:
             # Sent as copied and hashed here: a save of an input mid-upload changes neither.
-            request = await asyncio.to_thread(safekeep.snapshot_inputs, request, decision.spec, staging)
+            request = await asyncio.to_thread(safekeep.snapshot_inputs, request, decision.spec, staging.folder)
             try:
-                result = await provider.generate(request, staging)
+                result = await provider.generate(request, staging.folder)
             except ProviderError as exc:
                 self.summary.requests += exc.requests
                 self.summary.retries += exc.retries
@@ -686,7 +681,9 @@ class Executor:
             self._finished(decision)
             return True
         finally:
-            cache.discard_staging(staging, keep=keep_staging)
+            if keep_staging:
+                staging.keep()
+            staging.close()
 
     async def _derive(self, decision: Decision) -> bool:
         """Make a derived target in the process pool; then it goes the way of a request's images:
@@ -701,9 +698,9 @@ class Executor:
         if self._derive_pool is None:
             self._derive_pool = DerivePool()
         started = time.monotonic()
-        staging = await asyncio.to_thread(cache.staging_dir)
+        staging = await asyncio.to_thread(cache.stage)
         try:
-            files = [staging / f"{i}{os.path.splitext(out)[1]}" for i, out in enumerate(target.outputs)]
+            files = [staging.file(f"{i}{os.path.splitext(out)[1]}") for i, out in enumerate(target.outputs)]
             inputs = tuple((str(self.project.root / i.path), i.path, i.sha256) for i in decision.spec.inputs)
             job = Job(name, dict(target.params), inputs, tuple(str(f) for f in files))
             try:
@@ -717,7 +714,7 @@ class Executor:
             made = Decision(name, decision.state, Action.RESTORE, decision.reasons, decision.spec, record)
             await asyncio.to_thread(self._restore, made)
         finally:
-            cache.discard_staging(staging)
+            staging.close()
         self.summary.built += 1
         self.reporter.event("built", name, decision.reason, state=str(decision.state),
                             seconds=round(time.monotonic() - started, 2))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .cache import LocalCache, OutputInfo, RunRecord
+from .cache import CacheStore, OutputInfo, RunRecord
 from .derive import RECIPE_MODEL
 from .pricing import estimate_usd
 from .spec import InputRef, Spec, changed_fields
@@ -94,7 +94,7 @@ class Planner:
         preset: str,
         prices: Mapping[str, Any],
         lock: Lock,
-        cache: LocalCache,
+        cache: CacheStore,
         stats: StatCache,
         force: Iterable[str] = (),
     ) -> None:

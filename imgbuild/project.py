@@ -7,14 +7,13 @@ import contextlib
 import dataclasses
 import difflib
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cache import LocalCache
+from .cache import CacheStore, LocalCache
 from .errors import ImgbuildError, ManifestError, ProjectBusy, StateFileError, UnsafePath, UsageError
 from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry, utc_now
 from .fsutil import allow_writes_under, atomic_write, is_inside, remove, remove_leftovers
@@ -52,7 +51,7 @@ class Plan:
 
 
 class Project:
-    def __init__(self, root: Path, manifest_path: Path, resolved: Resolved, cache: LocalCache) -> None:
+    def __init__(self, root: Path, manifest_path: Path, resolved: Resolved, cache: CacheStore) -> None:
         self.root = root
         self.manifest_path = manifest_path
         self.resolved = resolved
@@ -313,8 +312,7 @@ class Project:
     def _take_leftovers(self) -> None:
         """What a killed build left: its paid images (into the cache) and its temp files. Run
         under the run lock, so no build of this project is writing."""
-        self.cache.adopt_leftovers()
-        self.cache.adopt_leftovers(self.state_dir / "tmp")
+        self.cache.recover(self.state_dir / "tmp")
         parts = {out.rpartition("/")[0] for t in self.targets.values() for out in t.outputs}
         remove_leftovers([self.state_dir, self.lock.path.parent, *(self.root / p for p in sorted(parts))])
 
@@ -456,20 +454,13 @@ class Project:
         return removed, kept
 
     def cache_copy(self, rel: str) -> None:
-        staging = self.cache.staging_dir()
-        try:
-            copy = staging / "copy"
-            shutil.copyfile(self.root / rel, copy)  # the cache takes the copy; the file stays
-            self.cache.put_file(copy)
-        finally:
-            self.cache.discard_staging(staging)
+        self.cache.put_copy(self.root / rel)  # the cache takes a copy; the file stays
 
     def pick(self, name: str, take: int) -> None:
         """Make take ``take`` (1-based) of target ``name``, which has candidates, its output: no
         request; the pick is recorded in the lock with the target's spec (see takes.py). Raises
         UsageError on a bad name or take, or when the target has no takes for its current spec or
         its output was edited by hand."""
-        from .fsutil import atomic_copy
         from .takes import Takes, count, lock_fields
 
         self.select([name])  # an unknown name: the usual located error
@@ -498,7 +489,7 @@ class Project:
                     raise ImgbuildError(f"{name}: take {take} ({chosen.sha256[:12]}) is not in the cache (a checkout "
                                         f"without it?); `imgbuild build -B {name}` asks for new takes")
                 try:
-                    atomic_copy(self.cache.object_path(chosen.sha256), self.root / rel)
+                    self.cache.copy_to(chosen.sha256, self.root / rel)
                 except OSError as exc:
                     raise ImgbuildError(f"{rel}: cannot be written ({exc.strerror or exc}); nothing was changed") from exc
                 self.stats.record(rel, chosen.sha256)
@@ -542,16 +533,10 @@ class Project:
         if missing:
             raise UsageError(f"{name}: {missing[0]} does not exist; nothing to accept")
         outputs = []
-        staging = self.cache.staging_dir()
-        try:
-            for i, rel in enumerate(target.outputs):
-                copy = staging / str(i)
-                shutil.copyfile(self.root / rel, copy)  # the cache takes the copy; the file stays
-                info = self.cache.put_file(copy)
-                self.stats.record(rel, info.sha256)
-                outputs.append((rel, info))
-        finally:
-            self.cache.discard_staging(staging)
+        for rel in target.outputs:
+            info = self.cache.put_copy(self.root / rel)  # the cache takes a copy; the file stays
+            self.stats.record(rel, info.sha256)
+            outputs.append((rel, info))
         # Into the lock and the objects, not the run cache: a person's touch-up is this project's
         # answer to the spec, not what the API returned for it anywhere else.
         self.lock.set(name, lock_entry(decision, outputs, "accepted", None, utc_now()))

@@ -25,7 +25,7 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cache import LocalCache, OutputInfo, RunRecord, decode_run, encode_run
+from .cache import CacheStore, LocalCache, OutputInfo, RunRecord, Staging, decode_run, encode_run
 from .plan import Action
 
 if TYPE_CHECKING:
@@ -80,10 +80,14 @@ def questions(decisions: Iterable[Decision], lock: Lock, forced: Container[str])
     return specs, shas
 
 
-def open_layer(url: str | None, mode: str, local: LocalCache,
+def open_layer(url: str | None, mode: str, cache: CacheStore,
                on_warning: Callable[[str], None] | None) -> RemoteCache | None:
-    """The remote layer for ``url`` in ``mode``, or None when there is none (no URL, or off).
-    Raises RemoteConfigError (exit 2) for a bad URL or mode; opens no connection."""
+    """The remote layer for ``url`` in ``mode`` over the local cache of ``cache``, or None when
+    there is none (no URL, or off). Raises RemoteConfigError (exit 2) for a bad URL or mode;
+    opens no connection."""
+    local = cache.local if isinstance(cache, RemoteCache) else cache
+    if not isinstance(local, LocalCache):
+        raise TypeError(f"a remote cache layers over a LocalCache, not {type(local).__name__}")
     if not url or mode == "off":
         if mode not in ("readwrite", "read", "off"):
             from .remote import RemoteConfigError
@@ -117,6 +121,8 @@ class RemoteCache:
         self.restored = 0  # objects brought into the local cache this run
         self._coming: dict[str, asyncio.Future[bool]] = {}  # objects being fetched → whether they came
         self._arrivals: _Arrivals | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # where it last ran: for the cache interface
+        self._unpublished: list[tuple[str, RunRecord]] = []  # put with no loop running: up at drain
 
     @property
     def url(self) -> str:
@@ -178,6 +184,7 @@ class RemoteCache:
     async def fetch(self, outputs: Sequence[OutputInfo]) -> bool:
         """Bring the objects of ``outputs`` that the local cache lacks into it. False when any
         did not come (absent, altered, the remote down): those count as absent from now on."""
+        self._loop = asyncio.get_running_loop()
         wanted = list(dict.fromkeys(o for o in outputs if not self.local.has(o.sha256)))
         results = await asyncio.gather(*(self._fetch_one(o) for o in wanted))
         return all(results)
@@ -236,12 +243,102 @@ class RemoteCache:
 
     def publish(self, spec_digest: str, record: RunRecord) -> None:
         """Upload a run's objects (from the local cache) and then its entry, in the background."""
+        self._loop = asyncio.get_running_loop()
         self.store.publish(spec_digest, encode_run(record),
                            [(o.sha256, self.local.object_path(o.sha256)) for o in record.outputs])
 
     async def drain(self, timeout_s: float | None = DRAIN_TIMEOUT_S) -> int:
         """Wait (at most ``timeout_s``) for the uploads; the number of objects that went up."""
+        unpublished, self._unpublished = self._unpublished, []
+        for spec_digest, record in unpublished:
+            self.publish(spec_digest, record)
         return await self.store.drain(timeout_s if timeout_s is not None else 86400.0)
+
+    # -- the cache interface (cache.CacheStore): local first, then the remote -----------------
+    # What the local cache holds, or the remote was found to hold, is there; bytes are read from
+    # the local cache, into which a remote object is fetched (checked) first; what is put goes
+    # into the local cache, and a run entry up to the remote in the background as well.
+
+    @property
+    def where(self) -> str:
+        return self.local.where
+
+    def has(self, sha256: str) -> bool:
+        return self.holds(sha256)
+
+    def get_run(self, spec_digest: str) -> RunRecord | None:
+        return self.local.get_run(spec_digest) or self.run_for(spec_digest)
+
+    def put_run(self, spec_digest: str, record: RunRecord) -> None:
+        self.local.put_run(spec_digest, record)
+        self._upload_soon(spec_digest, record)
+
+    def stage(self, *, need_bytes: int = 0, fallback: Path | None = None) -> Staging:
+        return self.local.stage(need_bytes=need_bytes, fallback=fallback)
+
+    def put_file(self, path: Path) -> OutputInfo:
+        return self.local.put_file(path)
+
+    def put_copy(self, path: Path) -> OutputInfo:
+        return self.local.put_copy(path)
+
+    def describe(self, path: Path) -> OutputInfo:
+        return self.local.describe(path)
+
+    def open_object(self, sha256: str) -> int:
+        self._bring(sha256)
+        return self.local.open_object(sha256)
+
+    def copy_to(self, sha256: str, dest: Path) -> None:
+        self._bring(sha256)
+        self.local.copy_to(sha256, dest)
+
+    def touch(self, sha256: str) -> None:
+        self.local.touch(sha256)
+
+    def recover(self, fallback: Path | None = None) -> int:
+        return self.local.recover(fallback)
+
+    def viewable_path(self, sha256: str) -> Path | None:
+        return self.local.viewable_path(sha256)  # only bytes on this machine: review fetches nothing
+
+    def register_project(self, root: Path) -> None:
+        self.local.register_project(root)
+
+    def _upload_soon(self, spec_digest: str, record: RunRecord) -> None:
+        """Publish now on the event loop's thread; from a worker thread (the executor stores
+        in threads), on the loop this layer last ran in; else at :meth:`drain`."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            self.publish(spec_digest, record)
+            return
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self.publish, spec_digest, record)
+        else:
+            self._unpublished.append((spec_digest, record))
+
+    def _bring(self, sha256: str) -> None:
+        """An object the remote holds and the local cache lacks: fetched (checked) into the local
+        cache before it is read. From a worker thread, on the layer's event loop; with no loop
+        running, in one of its own. On the loop's own thread it cannot wait: the caller fetches
+        first (:meth:`fetch`), as the executor does for a target planned ``remote``."""
+        if self.local.has(sha256) or not self.holds(sha256):
+            return
+        wanted = [OutputInfo(sha256, 0, 0, 0, None)]
+        try:
+            asyncio.get_running_loop()
+            return
+        except RuntimeError:
+            pass
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.fetch(wanted), loop).result()
+        else:
+            asyncio.run(self.fetch(wanted))
 
 
 # -- imgbuild cache push | pull ----------------------------------------------------------------

@@ -11,12 +11,11 @@ saved again while its edit uploads changes neither what is sent nor what the loc
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from .cache import LocalCache, OutputInfo, file_sha256
+from .cache import CacheStore, OutputInfo, Staging, file_sha256
 from .fsutil import atomic_copy
 from .providers.base import ImageRequest
 from .spec import Spec
@@ -27,27 +26,14 @@ RESCUE_DIR = "rescue"  # under .imgbuild/
 ROOM_PER_IMAGE_BYTES = 32 * 1024 * 1024
 
 
-def has_room(folder: Path, need_bytes: int) -> bool:
-    try:
-        st = os.statvfs(folder)
-    except (OSError, AttributeError):  # not made yet, or Windows: try, and handle failure later
-        return True
-    return st.f_bavail * st.f_frsize >= need_bytes
-
-
-def staging_for(cache: LocalCache, request: ImageRequest, project_tmp: Path) -> Path:
-    """A staging folder in the cache (renames into it are free), or in the project when the cache
+def staging_for(cache: CacheStore, request: ImageRequest, project_tmp: Path) -> Staging:
+    """A staging place in the cache (renames into it are free), or in the project when the cache
     has no room or cannot be written: the answer must land somewhere before it is stored."""
     inputs = sum(p.stat().st_size for p in (*request.images, *([request.mask] if request.mask else [])))
-    if has_room(cache.root, request.n * ROOM_PER_IMAGE_BYTES + inputs):
-        try:
-            return cache.staging_dir()
-        except OSError:
-            pass
-    return cache.staging_dir(project_tmp)
+    return cache.stage(need_bytes=request.n * ROOM_PER_IMAGE_BYTES + inputs, fallback=project_tmp)
 
 
-def store(cache: LocalCache, files: Iterable[Path]) -> tuple[list[OutputInfo], dict[str, Path], OSError | None]:
+def store(cache: CacheStore, files: Iterable[Path]) -> tuple[list[OutputInfo], dict[str, Path], OSError | None]:
     """Put each file into the cache. A file the cache cannot take is described and left where it
     is: returns (every file's info, sha256 → file for those not stored, the first error)."""
     infos: list[OutputInfo] = []

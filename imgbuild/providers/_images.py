@@ -36,17 +36,17 @@ _JPEG_EOI = b"\xff\xd9"
 _TAIL_BYTES = 1024
 
 
-def new_staging_file(staging_dir: Path, target: str, output_format: str) -> Path:
+def new_staging_file(folder: Path, target: str, output_format: str) -> Path:
     """A fresh, exclusively created file in the staging folder (never overwrites another's)."""
     suffix = EXTENSIONS.get(output_format, ".bin")
     for _ in range(100):
-        path = staging_dir / f"{target}-{os.urandom(6).hex()}{suffix}"
+        path = folder / f"{target}-{os.urandom(6).hex()}{suffix}"
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         except FileExistsError:
             continue
         return path
-    raise FileExistsError(f"cannot create a staging file in {staging_dir}")  # pragma: no cover
+    raise FileExistsError(f"cannot create a staging file in {folder}")  # pragma: no cover
 
 
 def write_b64(path: Path, encoded: str | memoryview, target: str) -> int:

@@ -1,8 +1,9 @@
 """The provider boundary: one resolved request in, image files plus usage and cost out.
 
 The engine knows nothing of HTTP. It hands a provider an :class:`ImageRequest` and a staging
-folder (on the cache's filesystem); the provider writes each image it got, byte for byte as the
-API sent it, to a file in that folder and returns their paths in an :class:`ImageResult`. The
+folder (the cache's :class:`~imgbuild.cache.Staging` gives it: on the cache's filesystem); the
+provider writes each image it got, byte for byte as the API sent it, to a file in that folder and
+returns their paths in an :class:`ImageResult`. The
 engine then moves those files into the content-addressed cache before doing anything else.
 
 Retries, back-off and rate limiting live inside the provider layer; a provider raises the
@@ -93,6 +94,6 @@ class Provider(Protocol):
 
     settings: ProviderSettings
 
-    async def generate(self, request: ImageRequest, staging_dir: Path) -> ImageResult: ...
+    async def generate(self, request: ImageRequest, folder: Path) -> ImageResult: ...
 
     async def aclose(self) -> None: ...

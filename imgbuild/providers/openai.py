@@ -115,14 +115,14 @@ class OpenAIProvider:
 
     # -- one target --------------------------------------------------------------------------
 
-    async def generate(self, request: ImageRequest, staging_dir: Path) -> ImageResult:
+    async def generate(self, request: ImageRequest, folder: Path) -> ImageResult:
         ctx = CallContext(
             target=request.target, key=self._key, preset=self.settings.preset,
             key_env=self.settings.api_key_env or "the API key variable", base_url=self._base_url,
         )
         tally, spend = _Tally(), _payload.Spend()
         split = self.settings.preset == "aimlapi" and not request.is_edit and request.n > 1
-        calls = [self._call(ctx, request, 1 if split else request.n, staging_dir, tally, spend)
+        calls = [self._call(ctx, request, 1 if split else request.n, folder, tally, spend)
                  for _ in range(request.n if split else 1)]
         # gather, not a TaskGroup: a sibling's failure must not cancel requests already paid for
         # mid-flight; they finish, and what they brought is kept.
@@ -148,7 +148,7 @@ class OpenAIProvider:
             warnings=[w for i in images for w in i.warnings],
         )
 
-    async def _call(self, ctx: CallContext, request: ImageRequest, n: int, staging_dir: Path,
+    async def _call(self, ctx: CallContext, request: ImageRequest, n: int, folder: Path,
                     tally: _Tally, spend: _payload.Spend) -> _Images:
         """One HTTP request's worth of images, retrying what is plainly transient."""
         max_retries = max(0, self.settings.max_retries)
@@ -179,7 +179,7 @@ class OpenAIProvider:
                 # Paid for the moment a 2xx body parses, whatever becomes of its images.
                 spend.add(payload, self.settings.prices, request=request, images=n)
                 try:
-                    return await self._save(ctx, request, n, payload, staging_dir,
+                    return await self._save(ctx, request, n, payload, folder,
                                             MAX_ANSWER_BYTES - answer_bytes)
                 except TransientError as exc:
                     error = exc
@@ -241,7 +241,7 @@ class OpenAIProvider:
         return payload, len(raw)
 
     async def _save(self, ctx: CallContext, request: ImageRequest, n: int,
-                    payload: dict[str, Any], staging_dir: Path, bytes_left: int) -> _Images:
+                    payload: dict[str, Any], folder: Path, bytes_left: int) -> _Images:
         """Save the first n images of an answer; ``bytes_left`` of MAX_ANSWER_BYTES bound what
         its download URLs may bring in all."""
         data = payload.get("data")
@@ -257,7 +257,7 @@ class OpenAIProvider:
         with translate_errors(ctx, phase="save"):
             for item in data[:n]:
                 via_url = _is_url(item)
-                path = await self._save_one(ctx, request, item, staging_dir, max(0, bytes_left))
+                path = await self._save_one(ctx, request, item, folder, max(0, bytes_left))
                 bytes_left -= path.stat().st_size if via_url else 0
                 try:
                     warning = _images.check_image(path, output_format=request.output_format,
@@ -275,8 +275,8 @@ class OpenAIProvider:
         return images
 
     async def _save_one(self, ctx: CallContext, request: ImageRequest, item: Any,
-                        staging_dir: Path, bytes_left: int) -> Path:
-        path = _images.new_staging_file(staging_dir, ctx.target, request.output_format)
+                        folder: Path, bytes_left: int) -> Path:
+        path = _images.new_staging_file(folder, ctx.target, request.output_format)
         try:
             # pop: the base64 text (10+ MB) is dropped as soon as it is decoded
             encoded = item.pop("b64_json", None) if isinstance(item, dict) else None

@@ -25,19 +25,19 @@ class PlaceholderProvider:
         self.settings = settings
         self.delay_s = float(os.environ.get("IMGBUILD_PLACEHOLDER_DELAY", "0") or 0)
 
-    async def generate(self, request: ImageRequest, staging_dir: Path) -> ImageResult:
+    async def generate(self, request: ImageRequest, folder: Path) -> ImageResult:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        files = await asyncio.to_thread(self._render_all, request, staging_dir)
+        files = await asyncio.to_thread(self._render_all, request, folder)
         return ImageResult(files=files, cost_usd=0.0, requests=1)
 
     async def aclose(self) -> None:
         return None
 
-    def _render_all(self, request: ImageRequest, staging_dir: Path) -> list[Path]:
+    def _render_all(self, request: ImageRequest, folder: Path) -> list[Path]:
         files = []
         for i in range(request.n):
-            path = staging_dir / f"{request.target}-{i + 1}.{request.output_format}"
+            path = folder / f"{request.target}-{i + 1}.{request.output_format}"
             render(request, i, path)
             files.append(path)
         return files

@@ -18,8 +18,7 @@ def write_page(project: Project) -> Path:
     ``project``; returns its path. Builds nothing, requests nothing, changes no lock or output."""
     cards = model.cards(project)
     project._ensure_state_dir()  # the state folder, with its .gitignore, checked to be the project's
-    return page.write_static(project.root, project.state_dir, project.cache.root / "objects", cards,
-                             project.root.name)
+    return page.write_static(project.root, project.state_dir, cards, project.root.name)
 
 
 Say = Callable[[dict[str, object], str], None]  # (the JSON event, the plain line): the CLI picks one

@@ -122,9 +122,10 @@ def _on_disk(project: Project, rel: str, info: Mapping[str, Any]) -> Shown | Non
 
 def _cached(project: Project, info: Mapping[str, Any]) -> Shown | None:
     sha = info.get("sha256")
-    if not isinstance(sha, str) or not project.cache.has(sha):
+    source = project.cache.viewable_path(sha) if isinstance(sha, str) else None
+    if sha is None or source is None:
         return None
-    return Shown(sha, project.cache.object_path(sha), None, _int(info.get("width")), _int(info.get("height")))
+    return Shown(sha, source, None, _int(info.get("width")), _int(info.get("height")))
 
 
 def _int(value: Any) -> int:

@@ -12,6 +12,7 @@ import hashlib
 import html
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -33,24 +34,23 @@ class Links(Protocol):
 
 @dataclass(frozen=True)
 class StaticLinks:
-    """Links of the page on disk: project files relative to its folder, cache objects by their
-    absolute ``file:`` URL (the page opens with no server)."""
+    """Links of the page on disk: project files relative to its folder, cache objects by the
+    absolute ``file:`` URL of the file the cache shows them in (the page opens with no server)."""
 
     page_dir: Path
     root: Path
-    objects: Path  # the cache's objects folder
+    objects: Mapping[str, Path]  # sha256 → the cache's viewable file of it (model.Shown.source)
 
     def __post_init__(self) -> None:
         # Worked out once: a page of 1,000 targets asks for thousands of links.
         up = Path(os.path.relpath(self.root, self.page_dir)).as_posix()
         object.__setattr__(self, "_up", quote(up))
-        object.__setattr__(self, "_objects", self.objects.as_uri())
 
     def file(self, rel: str) -> str:
         return f"{self._up}/{quote(rel)}"  # type: ignore[attr-defined]
 
     def object(self, sha256: str) -> str:
-        return f"{self._objects}/{sha256[:2]}/{sha256[2:]}"  # type: ignore[attr-defined]
+        return Path(os.path.abspath(self.objects[sha256])).as_uri()
 
     def thumb(self, sha256: str) -> str:
         return thumbs.rel_path(sha256)
@@ -176,11 +176,12 @@ def page_html(cards: list[Card], links: Links, have: dict[str, bool], *, title: 
 """
 
 
-def write_static(project_root: Path, state_dir: Path, cache_objects: Path, cards: list[Card], title: str) -> Path:
+def write_static(project_root: Path, state_dir: Path, cards: list[Card], title: str) -> Path:
     """Write ``.imgbuild/review/index.html`` and the thumbnails it needs; returns its path."""
     page_dir = state_dir / PAGE_DIR
     have = thumbs.ensure(page_dir, ((s.sha256, s.source) for c in cards for s in c.shown()))
-    links = StaticLinks(page_dir, project_root, cache_objects.resolve())
+    cached = {s.sha256: s.source for c in cards for s in c.shown() if s.rel is None}
+    links = StaticLinks(page_dir, project_root, cached)
     text = page_html(cards, links, have, title=title)
     path = page_dir / "index.html"
     page_dir.mkdir(parents=True, exist_ok=True)
