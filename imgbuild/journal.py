@@ -78,7 +78,10 @@ class Journal:
         self._start(_header(lock_digest))
 
     def _start(self, data: bytes) -> None:
-        atomic_write(self.path, data)
+        # Not made durable: its records never are (a power cut may lose those since the lock's last
+        # rewrite, whose images are in the cache), and a journal lost with them extends nothing.
+        # Two fsyncs saved per build, a tenth of a one-target change.
+        atomic_write(self.path, data, durable=False)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         if self._fd >= 0:
             os.close(self._fd)
