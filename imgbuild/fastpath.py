@@ -175,7 +175,7 @@ def _check(state: tuple, args: _Args, root: str, manifest_path: str) -> str | No
     if args.command == "build" and not args.targets and not lock_complete:
         return None  # a full build drops lock entries of targets no longer in the manifest
     with open(manifest_path, "rb") as f:
-        if _digest(f.read()) != manifest_digest:
+        if digest_of(f.read()) != manifest_digest:
             return None
     if not unchanged(state, root):
         return None
@@ -205,6 +205,17 @@ def unchanged(state: tuple, root: str) -> bool:  # type: ignore[type-arg]
             if _digest(f.read()) != digest:
                 return False
     return True
+
+
+_seen: tuple[bytes, bytes] = (b"", b"")  # the manifest this run hashed, and its digest
+
+
+def digest_of(manifest: bytes) -> bytes:
+    """:func:`_digest` of the manifest, hashed once per run (the scoped path asks again)."""
+    global _seen
+    if manifest != _seen[0] or not _seen[1]:
+        _seen = (manifest, _digest(manifest))
+    return _seen[1]
 
 
 def _digest(data: bytes) -> bytes:

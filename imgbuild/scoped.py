@@ -126,8 +126,9 @@ def _state(project: Project, overrides: tuple[str | None, str | None], manifest_
         return None  # the manifest-wide values are taken from incremental's state: it must be of this text
     lock = project.lock.path.read_bytes()
     lock_sig = fastpath._signature(str(project.lock.path))  # after the read: a rewrite since shows
-    if lock_sig != recorded_sig or (project.state_dir / "lock.journal").exists() or not _canonical(lock, HEADER + f"version = {LOCK_VERSION}\n",
-                                                                       sorted(project.targets), project):
+    head = HEADER + f"version = {LOCK_VERSION}\n"
+    if (lock_sig != recorded_sig or (project.state_dir / "lock.journal").exists()
+            or not _canonical(lock, head, sorted(project.targets), project)):
         return None
     order = list(project.order)
     index = {name: i for i, name in enumerate(order)}
@@ -366,8 +367,9 @@ class _Resolver:
 
         self.problems: list[Problem] = []
         model = PlainManifest(globals_["out_dir"], globals_["vars"], globals_["defaults"])
-        self._resolver = _TargetResolver(model, Path(root), PRESETS[settings["preset"]].capabilities,  # type: ignore[arg-type]
-                                         self.problems, lock_name=lock_name)
+        caps = PRESETS[settings["preset"]].capabilities
+        self._resolver = _TargetResolver(model, Path(root), caps, self.problems,  # type: ignore[arg-type]
+                                         lock_name=lock_name)
 
     def resolve(self, name: str, text: bytes) -> Target | str:
         import tomllib
@@ -429,6 +431,10 @@ def _run(found: _Found, args: argparse.Namespace) -> int | None:
             _trace("full: the lock changed")
             return None
         _trace("scoped " + " ".join(sorted(found.fresh)))
+        if os.environ.get("IMGBUILD_TRACE_VALIDATION"):
+            from .incremental import trace_validated
+
+            trace_validated(sorted(found.targets))  # as a load that validated these tables again says it
         from .cli import _collect_garbage_from_now, _reporter
 
         options = BuildOptions(jobs=args.jobs, keep_going=args.keep_going, max_cost_usd=args.max_cost,
@@ -444,7 +450,7 @@ def _run(found: _Found, args: argparse.Namespace) -> int | None:
         reporter.summary(summary)
         done = summary.complete and not (summary.failed or summary.skipped) and all(
             planner.decisions[n].action is Action.NOTHING for n in order)
-        _save_states(found, lock, done)
+        _save_states(found, lock, stats, done)
     finally:
         run_lock.release()
     if summary.interrupted:
@@ -553,7 +559,7 @@ class _SplicedLock(Lock):
             self.targets[name] = entry
             self._spans[name] = (start + 1, end)
         self._original = dict(self.targets)
-        self._saved_digest = hashlib.sha256(data).hexdigest()
+        self._saved_digest = self._read_digest = hashlib.sha256(data).hexdigest()
         self.written = data
 
     def dumps(self, snapshot: dict[str, dict[str, Any]] | None = None) -> bytes:
@@ -579,7 +585,7 @@ class _SplicedLock(Lock):
         from .fsutil import atomic_write
         from .lockfile import COPY_FILE, DELTA_FILE, DELTA_MAX, LOCK_VERSION
 
-        old = self._original_digest()
+        old = self._read_digest
         try:
             try:
                 delta = marshal.loads((self.state_dir / DELTA_FILE).read_bytes())
@@ -604,15 +610,33 @@ class _SplicedLock(Lock):
         except (OSError, ValueError, EOFError, TypeError, KeyError):
             pass  # only a speed-up
 
-    def _original_digest(self) -> str:
-        import hashlib
-
-        return hashlib.sha256(self._data).hexdigest()
-
 
 # -- the states, spliced for the next run -------------------------------------------------------
 
-def _save_states(found: _Found, lock: _SplicedLock, done: bool) -> None:
+def _written(root: str, rel: str, stats: _Stats) -> list[int]:
+    """The (size, mtime, inode) of an output as the build wrote it (the executor records each
+    output's signature and digest as it writes it); OSError if the file changed since."""
+    st = os.lstat(os.path.join(root, rel))
+    sig = [st.st_size, st.st_mtime_ns, st.st_ino]
+    entry = stats.entries.get(rel)
+    if entry is None or list(entry[:3]) != sig:
+        raise OSError(f"{rel} changed since it was written")
+    return sig
+
+
+def _racy_digest(root: str, rel: str, stats: _Stats) -> bytes:
+    """The fast path's digest of an output the build wrote, from the bytes on disk, which must be
+    the very bytes the build wrote (their sha256)."""
+    import hashlib
+
+    with open(os.path.join(root, rel), "rb") as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() != stats.entries[rel][3]:
+        raise OSError(f"{rel} changed since it was written")
+    return fastpath._digest(data)
+
+
+def _save_states(found: _Found, lock: _SplicedLock, stats: _Stats, done: bool) -> None:
     """After a scoped build that left every target ``ok``: the no-op state and this one, as a full
     run would record them. Otherwise both go (the next run takes the full path)."""
     from .fsutil import atomic_write
@@ -630,18 +654,16 @@ def _save_states(found: _Found, lock: _SplicedLock, done: bool) -> None:
         for t in found.targets.values():
             for rel in t.outputs:
                 i = files.count("\0", 0, files.index(f"\0{rel}\0"))  # its place in the recorded list
-                st = os.lstat(os.path.join(found.root, rel))
-                sigs[3 * i:3 * i + 3] = [st.st_size, st.st_mtime_ns, st.st_ino]
+                sigs[3 * i:3 * i + 3] = _written(found.root, rel, stats)
                 racy.pop(rel, None)
-                if st.st_mtime_ns >= now - fastpath.RACY_NS:  # racily clean: trusted by its bytes
-                    with open(os.path.join(found.root, rel), "rb") as f:
-                        racy[rel] = fastpath._digest(f.read())
+                if sigs[3 * i + 1] >= now - fastpath.RACY_NS:  # racily clean: trusted by its bytes
+                    racy[rel] = _racy_digest(found.root, rel, stats)
         lock_name = noop[5]
         noop[6] = fastpath._signature(found.lock_path)
         racy.pop(lock_name, None)
         if noop[6] is not None and noop[6][1] >= now - fastpath.RACY_NS:
             racy[lock_name] = fastpath._digest(lock.written)
-        manifest_digest = fastpath._digest(found.new)
+        manifest_digest = fastpath.digest_of(found.new)
         noop[3], noop[11] = manifest_digest, tuple(sigs)
         noop[15:] = [tuple(sorted(racy.items()))]
         state = list(found.state)

@@ -96,7 +96,8 @@ def both(pair: tuple[Project, Project], tmp_path: Path, text: str) -> tuple[list
 
 def test_an_edited_prompt_builds_that_target_alone_as_the_full_path_would(pair: tuple[Project, Project],
                                                                           tmp_path: Path) -> None:
-    scoped, full, result = both(pair, tmp_path, manifest({**TABLES, "t1": 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'}))
+    edited = manifest({**TABLES, "t1": 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'})
+    scoped, full, result = both(pair, tmp_path, edited)
     assert scoped == ["scoped t1"]
     assert full[0].startswith("full:")
     assert (result.summary["built"], result.summary["up_to_date"]) == (1, 3)
@@ -104,12 +105,14 @@ def test_an_edited_prompt_builds_that_target_alone_as_the_full_path_would(pair: 
 
 def test_an_edited_size_builds_that_target_alone_as_the_full_path_would(pair: tuple[Project, Project],
                                                                         tmp_path: Path) -> None:
-    scoped, _, _ = both(pair, tmp_path, manifest({**TABLES, "t0": 'prompt = "a red fox, ${style}"\nsize = "1024x1024"\n'}))
+    edited = manifest({**TABLES, "t0": 'prompt = "a red fox, ${style}"\nsize = "1024x1024"\n'})
+    scoped, _, _ = both(pair, tmp_path, edited)
     assert scoped == ["scoped t0"]
 
 
 def test_an_edited_target_that_others_read_builds_them_too(pair: tuple[Project, Project], tmp_path: Path) -> None:
-    scoped, _, result = both(pair, tmp_path, manifest({**TABLES, "t2": 'prompt = "a green frog on a leaf"\nsize = "1024x640"\n'}))
+    edited = manifest({**TABLES, "t2": 'prompt = "a green frog on a leaf"\nsize = "1024x640"\n'})
+    scoped, _, result = both(pair, tmp_path, edited)
     assert scoped == ["scoped t2"]
     assert sorted(e["target"] for e in result.events if e["event"] == "built") == ["t2", "t3"]
     assert pair[0].build().summary["built"] == 0  # and the next build finds all four up to date
