@@ -5,6 +5,7 @@ no-op takes the fast path and the next change the scoped path again."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -192,3 +193,31 @@ def test_a_change_to_another_kind_of_file_leaves_the_build_to_the_full_path(proj
     result, trace = traced(project, tmp_path)
     assert result.code == 0, result.err
     assert len(trace) == 1 and trace[0].startswith("full:")
+
+
+def test_a_scoped_build_killed_after_its_first_target_keeps_it(project: Project, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    ready(project)
+    project.manifest(manifest({**TABLES, "t2": 'prompt = "a green frog on a leaf"\nsize = "1024x640"\n'}))
+    trace = tmp_path / "trace"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgbuild", "-C", str(project.root), "build", "--json"],
+        env={**project.env, "IMGBUILD_PLACEHOLDER_DELAY": "1.5", "IMGBUILD_TRACE_SCOPED": str(trace)},
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if json.loads(line).get("event") == "built":  # t2, whose reader t3 is rendering now
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        proc.wait(timeout=30)
+    assert trace.read_text().splitlines() == ["scoped t2"]
+    assert "t2" in (project.root / ".imgbuild" / "lock.journal").read_text()
+    result = project.build()
+    assert result.code == 0, result.err
+    assert [e["target"] for e in result.events if e["event"] == "built"] == ["t3"]  # t2 came back from the journal
+    assert project.run("check").code == 0
