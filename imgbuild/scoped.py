@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import marshal
+from itertools import accumulate
 import os
 import re
 import time
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from .project import Project
     from .target import Target
 
-FORMAT = 1
+FORMAT = 2
 FILE = "change.marshal"
 MAX_TABLES = 16  # tables edited at once beyond which the full path (which validates them in bulk) runs
 _SECTION = re.compile(rb"^[ \t]*\[", re.M)
@@ -137,7 +138,9 @@ def _state(project: Project, overrides: tuple[str | None, str | None], manifest_
         for dep in project.deps[name]:
             users[index[dep]].append(index[name])
     settings = {**asdict(project.settings), "prices": dict(project.settings.prices)}
-    return (FORMAT, __version__, manifest_digest, data, tuple(s for s, _ in sections), tuple(n for _, n in sections),
+    starts = [s for s, _ in sections] + [len(data)]
+    sizes = tuple(b - a for a, b in zip(starts, starts[1:]))  # offsets move with every edit; sizes do not
+    return (FORMAT, __version__, manifest_digest, data, (starts[0], sizes), tuple(n for _, n in sections),
             os.environ.get("IMGBUILD_API_KEY_ENV"), inc["globals"], settings, tuple(map(tuple, users)), lock_sig)
 
 
@@ -212,20 +215,22 @@ def _prepare(args: argparse.Namespace) -> _Found | str:
         return "no-op state of another run"
     with open(os.path.join(state_dir, FILE), "rb") as f:
         state = marshal.loads(f.read())
-    (fmt, version, old_digest, old, starts, names, key_env, globals_, settings, users, lock_sig) = state
+    (fmt, version, old_digest, old, (head, sizes), names, key_env, globals_, settings, users, lock_sig) = state
     if (fmt != FORMAT or version != __version__ or old_digest != noop[3] or lock_sig != noop[6]
             or key_env != os.environ.get("IMGBUILD_API_KEY_ENV")):
         return "change state of another run"
     with open(manifest_path, "rb") as f:
         new = f.read()
-    changed = _changed_tables(old, new, starts, names)
+    starts = list(accumulate(sizes, initial=head))  # where each table starts, and the end
+    changed = _changed_tables(old, new, starts, sizes, names)
     if isinstance(changed, str):
         return changed
     if not fastpath.unchanged(noop, root):
         return "a file changed"
     if os.path.exists(os.path.join(state_dir, "lock.journal")):
         return "a journal to replay"
-    tables, new_starts = changed
+    tables, new_sizes = changed
+    new_starts = list(accumulate(new_sizes, initial=head))
     resolver = _Resolver(root, globals_, settings, noop[5])
     fresh: dict[str, Target] = {}
     for name, text in tables.items():
@@ -261,13 +266,13 @@ def _prepare(args: argparse.Namespace) -> _Found | str:
     with open(lock_path, "rb") as f:
         lock = f.read()  # as unchanged() found it (its bytes were imgbuild's when recorded)
     return _Found(root=root, manifest_path=manifest_path, state_dir=state_dir, noop=noop, state=state, new=new,
-                  new_starts=new_starts, fresh=fresh, targets=targets, deps=deps, lock=lock,
+                  new_sizes=new_sizes, fresh=fresh, targets=targets, deps=deps, lock=lock,
                   lock_path=lock_path, settings=settings, count=len(order))
 
 
-def _table(data: bytes, starts: tuple[int, ...] | list[int], names: tuple[str, ...], name: str) -> bytes:
+def _table(data: bytes, starts: list[int], names: tuple[str, ...], name: str) -> bytes:
     k = names.index(name)
-    return data[starts[k]:starts[k + 1] if k + 1 < len(starts) else len(data)]
+    return data[starts[k]:starts[k + 1]]
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:
@@ -313,10 +318,11 @@ def _common_suffix(a: bytes, b: bytes) -> int:
     return lo if a[la - lo - 1] != b[lb - lo - 1] else hi
 
 
-def _changed_tables(old: bytes, new: bytes, starts: tuple[int, ...], names: tuple[str, ...]
-                    ) -> tuple[dict[str, bytes], list[int]] | str:
-    """(name → its new text for each table whose text changed, where each table starts in the new
-    text), or why the edit is not one this path takes."""
+def _changed_tables(old: bytes, new: bytes, starts: list[int], sizes: tuple[int, ...], names: tuple[str, ...]
+                    ) -> tuple[dict[str, bytes], tuple[int, ...]] | str:
+    """(name → its new text for each table whose text changed, the length of each table in the new
+    text), or why the edit is not one this path takes. ``starts``: where each table starts in the
+    old text, and its end."""
     if old == new:
         return "the same manifest"
     if b"'''" in new or b'"""' in new:
@@ -327,16 +333,15 @@ def _changed_tables(old: bytes, new: bytes, starts: tuple[int, ...], names: tupl
     # The tables around the edit, one character wider on each side: an edit that touches a header
     # line, or the line break before one, is seen by both tables at that boundary.
     first = bisect.bisect_right(starts, max(prefix - 1, 0)) - 1
-    last = bisect.bisect_right(starts, old_end) - 1
-    if first < 0 or not starts or prefix == 0:
+    last = min(bisect.bisect_right(starts, old_end) - 1, len(sizes) - 1)
+    if first < 0 or not sizes or prefix == 0:
         return "the text before the first table"
     if last - first >= MAX_TABLES:
         return "many tables"
     if any(not names[i] for i in range(first, last + 1)):
         return "a manifest-wide table"
     delta = len(new) - len(old)
-    span_end = starts[last + 1] if last + 1 < len(starts) else len(old)
-    piece = new[starts[first]:span_end + delta]
+    piece = new[starts[first]:starts[last + 1] + delta]
     sections = _cut(piece)
     if sections is None or [n for _, n in sections] != list(names[first:last + 1]) or (sections and sections[0][0]):
         return "tables added, removed or renamed"
@@ -345,11 +350,10 @@ def _changed_tables(old: bytes, new: bytes, starts: tuple[int, ...], names: tupl
     for k, (start, name) in enumerate(sections):
         text = piece[start:bounds[k + 1]]
         i = first + k
-        before = old[starts[i]:starts[i + 1] if i + 1 < len(starts) else len(old)]
+        before = old[starts[i]:starts[i + 1]]
         if text != before:
             changed[name] = text
-    new_starts = [*starts[:first], *(starts[first] + s for s, _ in sections), *(s + delta for s in starts[last + 1:])]
-    return changed, new_starts
+    return changed, sizes[:first] + tuple(b - a for a, b in zip(bounds, bounds[1:])) + sizes[last + 1:]
 
 
 class _Resolver:
@@ -681,7 +685,7 @@ def _save_states(found: _Found, lock: _SplicedLock, stats: _Stats, done: bool) -
         noop[3], noop[11] = manifest_digest, tuple(sigs)
         noop[15:] = [tuple(sorted(racy.items()))]
         state = list(found.state)
-        state[2], state[3], state[4], state[10] = manifest_digest, found.new, tuple(found.new_starts), noop[6]
+        state[2], state[3], state[4], state[10] = manifest_digest, found.new, (state[4][0], found.new_sizes), noop[6]
         atomic_write(state_dir / FILE, marshal.dumps(tuple(state)), durable=False)
         atomic_write(state_dir / fastpath.FILE, marshal.dumps(tuple(noop)), durable=False)
     except (OSError, ValueError, IndexError, KeyError):
