@@ -221,3 +221,20 @@ def test_a_scoped_build_killed_after_its_first_target_keeps_it(project: Project,
     assert result.code == 0, result.err
     assert [e["target"] for e in result.events if e["event"] == "built"] == ["t3"]  # t2 came back from the journal
     assert project.run("check").code == 0
+
+
+def test_a_change_while_another_build_holds_the_project_waits_as_the_full_path_does(project: Project,
+                                                                                   tmp_path: Path) -> None:
+    import threading
+
+    from filelock import FileLock
+
+    ready(project)
+    project.manifest(manifest({**TABLES, "t1": 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'}))
+    held = FileLock(str(project.root / ".imgbuild" / "run.lock"), thread_local=False)  # as Project takes it
+    held.acquire()
+    threading.Timer(2.0, held.release).start()
+    result, trace = traced(project, tmp_path)
+    assert trace == ["full: busy"]
+    assert "another imgbuild build of this project is running; waiting" in result.out
+    assert result.code == 0 and result.summary["built"] == 1
