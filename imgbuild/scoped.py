@@ -20,17 +20,15 @@ outputs, messages and exit code (tests/test_scoped.py compares the two).
 
 from __future__ import annotations
 
-import bisect
 import marshal
-from itertools import accumulate
 import os
 import re
-import time
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, fastpath
-from .lockfile import Lock
-from .statcache import StatCache
+from .splice import ENTRY_HEADER, SplicedLock, Stats, discard, save_states
+from .tablediff import changed_tables, cut, table_text
 
 if TYPE_CHECKING:
     import argparse
@@ -40,11 +38,6 @@ if TYPE_CHECKING:
 
 FORMAT = 2
 FILE = "change.marshal"
-MAX_TABLES = 16  # tables edited at once beyond which the full path (which validates them in bulk) runs
-_SECTION = re.compile(rb"^[ \t]*\[", re.M)
-_TARGET_HEADER = re.compile(rb"\[images\.([A-Za-z0-9][A-Za-z0-9_-]*)\][ \t]*(?:#.*)?")
-_GLOBAL_HEADER = re.compile(rb"\[(?:provider|provider\.prices|defaults|defaults\.extra|vars)\][ \t]*(?:#.*)?")
-_ENTRY_HEADER = re.compile(rb'\n\[targets\.(?:[A-Za-z0-9_-]+|"[^"\n]*")\]\n')
 
 
 def _trace(line: str) -> None:
@@ -54,29 +47,6 @@ def _trace(line: str) -> None:
     if trace:
         with open(trace, "a") as f:
             f.write(line + "\n")
-
-
-def _cut(data: bytes) -> list[tuple[int, str]] | None:
-    """(start, name) of each table, name "" for a manifest-wide one; None where incremental.split
-    would not cut either (a header it does not know, a duplicate table, ``[cache]``)."""
-    sections: list[tuple[int, str]] = []
-    seen: set[str] = set()
-    for m in _SECTION.finditer(data):
-        start = m.start()
-        newline = data.find(b"\n", start)
-        header = data[start:newline if newline >= 0 else len(data)].rstrip(b"\r").lstrip(b" \t")
-        target = _TARGET_HEADER.fullmatch(header)
-        if target is not None:
-            name = target.group(1).decode()
-            if name in seen:
-                return None
-            seen.add(name)
-            sections.append((start, name))
-        elif _GLOBAL_HEADER.fullmatch(header):
-            sections.append((start, ""))
-        else:
-            return None
-    return sections
 
 
 # -- recording, by the full path ----------------------------------------------------------------
@@ -89,20 +59,13 @@ def record(project: Project, overrides: tuple[str | None, str | None], manifest_
     try:
         state = _state(project, overrides, manifest_digest, lock_sig)
         if state is None:
-            _discard(path)
+            discard(path)
             return
         from .fsutil import atomic_write
 
         atomic_write(path, marshal.dumps(state), durable=False)
     except (OSError, ValueError, KeyError, TypeError):
-        _discard(path)
-
-
-def _discard(path: Any) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+        discard(path)
 
 
 def _state(project: Project, overrides: tuple[str | None, str | None], manifest_digest: bytes,
@@ -117,12 +80,12 @@ def _state(project: Project, overrides: tuple[str | None, str | None], manifest_
     if (b"'''" in data or b'"""' in data or fastpath._digest(data) != manifest_digest or project.warnings
             or re.search(rb"^[ \t]*\[cache\]", data, re.M)):
         return None  # a multi-line string (may hide a header), another manifest, a remote cache
-    sections = _cut(data)
+    sections = cut(data)
     if sections is None or [n for _, n in sections if n] != list(project.targets):
         return None
     inc = incremental._load_state(project.state_dir)
-    cut = incremental.split(data.decode("utf-8"))
-    if inc is None or cut is None or inc.get("global") != cut.global_digest or \
+    whole = incremental.split(data.decode("utf-8"))
+    if inc is None or whole is None or inc.get("global") != whole.global_digest or \
             inc.get("overrides") != incremental._overrides(Overrides.from_env(*overrides)):
         return None  # the manifest-wide values are taken from incremental's state: it must be of this text
     lock = project.lock.path.read_bytes()
@@ -149,8 +112,8 @@ def _canonical(lock: bytes, head: str, names: list[str], project: Project) -> bo
     does not replace as its text, which is what splicing does."""
     if set(project.lock.targets) != set(names) or not lock.startswith(head.encode()):
         return False
-    found = [m.group()[10:-2].decode() for m in _ENTRY_HEADER.finditer(lock)]
-    first = _ENTRY_HEADER.search(lock)
+    found = [m.group()[10:-2].decode() for m in ENTRY_HEADER.finditer(lock)]
+    first = ENTRY_HEADER.search(lock)
     return found == names and first is not None and first.start() == len(head)
 
 
@@ -222,7 +185,7 @@ def _prepare(args: argparse.Namespace) -> _Found | str:
     with open(manifest_path, "rb") as f:
         new = f.read()
     starts = list(accumulate(sizes, initial=head))  # where each table starts, and the end
-    changed = _changed_tables(old, new, starts, sizes, names)
+    changed = changed_tables(old, new, starts, sizes, names)
     if isinstance(changed, str):
         return changed
     if not fastpath.unchanged(noop, root):
@@ -234,7 +197,7 @@ def _prepare(args: argparse.Namespace) -> _Found | str:
     resolver = _Resolver(root, globals_, settings, noop[5])
     fresh: dict[str, Target] = {}
     for name, text in tables.items():
-        before = resolver.resolve(name, _table(old, starts, names, name))
+        before = resolver.resolve(name, table_text(old, starts, names, name))
         target = resolver.resolve(name, text)
         if isinstance(before, str) or isinstance(target, str):
             return target if isinstance(target, str) else before
@@ -254,7 +217,7 @@ def _prepare(args: argparse.Namespace) -> _Found | str:
     targets: dict[str, Target] = {}
     for i in sorted(scope):  # in build order
         name = order[i]
-        target = fresh.get(name) or resolver.resolve(name, _table(new, new_starts, names, name))
+        target = fresh.get(name) or resolver.resolve(name, table_text(new, new_starts, names, name))
         if isinstance(target, str):
             return target
         targets[name] = target
@@ -268,92 +231,6 @@ def _prepare(args: argparse.Namespace) -> _Found | str:
     return _Found(root=root, manifest_path=manifest_path, state_dir=state_dir, noop=noop, state=state, new=new,
                   new_sizes=new_sizes, fresh=fresh, targets=targets, deps=deps, lock=lock,
                   lock_path=lock_path, settings=settings, count=len(order))
-
-
-def _table(data: bytes, starts: list[int], names: tuple[str, ...], name: str) -> bytes:
-    k = names.index(name)
-    return data[starts[k]:starts[k + 1]]
-
-
-def _common_prefix(a: bytes, b: bytes) -> int:
-    """The length of the longest common prefix: block compares, then a bisection in one block."""
-    n = min(len(a), len(b))
-    i, step = 0, 1 << 16
-    while i < n:
-        j = min(i + step, n)
-        if a[i:j] != b[i:j]:
-            break
-        i = j
-    else:
-        return n
-    lo, hi = i, min(i + step, n)  # a[:lo] == b[:lo], and they differ before hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if a[lo:mid] == b[lo:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo if a[lo] != b[lo] else hi
-
-
-def _common_suffix(a: bytes, b: bytes) -> int:
-    """The length of the longest common suffix, as :func:`_common_prefix` finds a prefix."""
-    n = min(len(a), len(b))
-    la, lb = len(a), len(b)
-    i, step = 0, 1 << 16
-    while i < n:
-        j = min(i + step, n)
-        if a[la - j:la - i] != b[lb - j:lb - i]:
-            break
-        i = j
-    else:
-        return n
-    lo, hi = i, min(i + step, n)  # the last lo bytes are equal; they differ within the last hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if a[la - mid:la - lo] == b[lb - mid:lb - lo]:
-            lo = mid
-        else:
-            hi = mid
-    return lo if a[la - lo - 1] != b[lb - lo - 1] else hi
-
-
-def _changed_tables(old: bytes, new: bytes, starts: list[int], sizes: tuple[int, ...], names: tuple[str, ...]
-                    ) -> tuple[dict[str, bytes], tuple[int, ...]] | str:
-    """(name → its new text for each table whose text changed, the length of each table in the new
-    text), or why the edit is not one this path takes. ``starts``: where each table starts in the
-    old text, and its end."""
-    if old == new:
-        return "the same manifest"
-    if b"'''" in new or b'"""' in new:
-        return "a multi-line string"
-    prefix = _common_prefix(old, new)
-    suffix = min(_common_suffix(old, new), len(old) - prefix, len(new) - prefix)
-    old_end = len(old) - suffix  # old[prefix:old_end] became new[prefix:len(new) - suffix]
-    # The tables around the edit, one character wider on each side: an edit that touches a header
-    # line, or the line break before one, is seen by both tables at that boundary.
-    first = bisect.bisect_right(starts, max(prefix - 1, 0)) - 1
-    last = min(bisect.bisect_right(starts, old_end) - 1, len(sizes) - 1)
-    if first < 0 or not sizes or prefix == 0:
-        return "the text before the first table"
-    if last - first >= MAX_TABLES:
-        return "many tables"
-    if any(not names[i] for i in range(first, last + 1)):
-        return "a manifest-wide table"
-    delta = len(new) - len(old)
-    piece = new[starts[first]:starts[last + 1] + delta]
-    sections = _cut(piece)
-    if sections is None or [n for _, n in sections] != list(names[first:last + 1]) or (sections and sections[0][0]):
-        return "tables added, removed or renamed"
-    bounds = [s for s, _ in sections] + [len(piece)]
-    changed: dict[str, bytes] = {}
-    for k, (start, name) in enumerate(sections):
-        text = piece[start:bounds[k + 1]]
-        i = first + k
-        before = old[starts[i]:starts[i + 1]]
-        if text != before:
-            changed[name] = text
-    return changed, sizes[:first] + tuple(b - a for a, b in zip(bounds, bounds[1:])) + sizes[last + 1:]
 
 
 class _Resolver:
@@ -409,11 +286,11 @@ def _run(found: _Found, args: argparse.Namespace) -> int | None:
     settings = ProviderSettings(**found.settings)
     preset = PRESETS[settings.preset]
     root, state_dir = Path(found.root), Path(found.state_dir)
-    lock = _SplicedLock(Path(found.lock_path), state_dir, found.lock, list(found.targets))
+    lock = SplicedLock(Path(found.lock_path), state_dir, found.lock, list(found.targets))
     if isinstance(lock.problem, str):
         _trace(f"full: {lock.problem}")
         return None
-    stats = _Stats(root)
+    stats = Stats(root)
     context = _Context(root, state_dir, found.targets, found.deps, settings, lock, stats, LocalCache(None))
     planner = Planner(found.targets, context.producers, preset.canonical_model(settings.model), settings.preset,
                       settings.prices, lock, context.cache, stats)  # type: ignore[arg-type]
@@ -454,7 +331,7 @@ def _run(found: _Found, args: argparse.Namespace) -> int | None:
         reporter.summary(summary)
         done = summary.complete and not (summary.failed or summary.skipped) and all(
             planner.decisions[n].action is Action.NOTHING for n in order)
-        _save_states(found, lock, stats, done)
+        save_states(found, lock, stats, done, FILE)
     finally:
         os.close(run_lock)
     if summary.interrupted:
@@ -519,175 +396,3 @@ def _take_run_lock(state_dir: Any) -> int | None:
         os.close(fd)
         return None
     return fd
-
-
-# -- the lock, spliced --------------------------------------------------------------------------
-
-class _Stats(StatCache):
-    """The stat cache without its file: the scoped targets' files are hashed (a few), and the
-    10,000-entry file is neither read nor written (the full path hashes again what changed)."""
-
-    def __init__(self, root: Any) -> None:  # noqa: super().__init__ would read the file
-        self.root = root
-        self.path = root / fastpath.STATE_DIR / "stat.json"
-        self.entries = {}
-        self.saved_ns = 0
-        self.dirty = False
-        self._fresh = set()
-        self.vouch = None
-
-    def save(self) -> None:
-        pass
-
-
-class _SplicedLock(Lock):
-    """The lock with the scoped targets' entries only: parsed from their text, and written back by
-    replacing that text in the lock's bytes (the other entries' text is copied as it is)."""
-
-    def __init__(self, path: Any, state_dir: Any, data: bytes, names: list[str]) -> None:
-        import hashlib
-        import tomllib
-
-        from .lockfile import _toml_key, entry_problem
-
-        super().__init__(path, state_dir)
-        self.problem: str | None = None
-        self._data = data
-        self._spans: dict[str, tuple[int, int]] = {}
-        for name in names:
-            start = data.find(f"\n[targets.{_toml_key(name)}]\n".encode())
-            if start < 0:
-                self.problem = "a target the lock lacks"
-                return
-            end_match = _ENTRY_HEADER.search(data, start + 1)
-            end = end_match.start() if end_match else len(data)
-            try:
-                entry = tomllib.loads(data[start + 1:end].decode("utf-8"))["targets"][name]
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError):
-                self.problem = "a lock entry that does not parse"
-                return
-            if entry_problem(entry) is not None:
-                self.problem = "a lock entry of the wrong shape"
-                return
-            self.targets[name] = entry
-            self._spans[name] = (start + 1, end)
-        self._original = dict(self.targets)
-        self._saved_digest = self._read_digest = hashlib.sha256(data).hexdigest()
-        self.written = data
-
-    def dumps(self, snapshot: dict[str, dict[str, Any]] | None = None) -> bytes:
-        import tomli_w
-
-        from .lockfile import _sorted
-
-        snapshot = dict(self.targets) if snapshot is None else snapshot
-        parts: list[bytes] = []
-        at = 0
-        for name, (start, end) in sorted(self._spans.items(), key=lambda item: item[1]):
-            entry = snapshot[name]
-            if entry is self._original[name]:
-                continue
-            parts += [self._data[at:start], tomli_w.dumps({"targets": {name: _sorted(entry)}}).encode()]
-            at = end
-        parts.append(self._data[at:])
-        self.written = b"".join(parts)
-        return self.written
-
-    def saved_digest(self) -> str:
-        if self._saved_digest is None:
-            raise OSError("no lock written")
-        return self._saved_digest
-
-    def _write_json_copy(self, digest: str) -> None:
-        """The lock's machine-local copy: its delta grows by these entries (lockfile's format)."""
-        from .fsutil import atomic_write
-        from .lockfile import COPY_FILE, DELTA_FILE, DELTA_MAX, LOCK_VERSION
-
-        old = self._read_digest
-        try:
-            try:
-                delta = marshal.loads((self.state_dir / DELTA_FILE).read_bytes())
-            except OSError:
-                delta = None
-            if isinstance(delta, dict) and delta.get("sha256") == old:
-                base, entries, removed = delta["base"], dict(delta["set"]), list(delta["removed"])
-            else:
-                with open(self.state_dir / COPY_FILE, "rb") as f:
-                    head = f.read(256)
-                if old.encode() not in head:
-                    return  # no copy of the lock this one extends: the full path writes one
-                base, entries, removed = old, {}, []
-            entries.update({n: e for n, e in self.targets.items() if e is not self._original[n]})
-            if len(entries) + len(removed) > DELTA_MAX:
-                _discard(self.state_dir / DELTA_FILE)  # the full path writes the whole copy again
-                return
-            atomic_write(self.state_dir / DELTA_FILE, marshal.dumps(
-                {"version": LOCK_VERSION, "base": base, "sha256": digest, "set": entries, "removed": removed}),
-                durable=False)
-            self._json_digest = digest
-        except (OSError, ValueError, EOFError, TypeError, KeyError):
-            pass  # only a speed-up
-
-
-# -- the states, spliced for the next run -------------------------------------------------------
-
-def _written(root: str, rel: str, stats: _Stats) -> list[int]:
-    """The (size, mtime, inode) of an output as the build wrote it (the executor records each
-    output's signature and digest as it writes it); OSError if the file changed since."""
-    st = os.lstat(os.path.join(root, rel))
-    sig = [st.st_size, st.st_mtime_ns, st.st_ino]
-    entry = stats.entries.get(rel)
-    if entry is None or list(entry[:3]) != sig:
-        raise OSError(f"{rel} changed since it was written")
-    return sig
-
-
-def _racy_digest(root: str, rel: str, stats: _Stats) -> str:
-    """The sha256 of an output the build wrote, from the bytes on disk, which must be the very
-    bytes the build wrote."""
-    import hashlib
-
-    with open(os.path.join(root, rel), "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    if digest != stats.entries[rel][3]:
-        raise OSError(f"{rel} changed since it was written")
-    return digest
-
-
-def _save_states(found: _Found, lock: _SplicedLock, stats: _Stats, done: bool) -> None:
-    """After a scoped build that left every target ``ok``: the no-op state and this one, as a full
-    run would record them. Otherwise both go (the next run takes the full path)."""
-    from .fsutil import atomic_write
-    from pathlib import Path
-
-    state_dir = Path(found.state_dir)
-    try:
-        if not done:
-            raise OSError("not every target is ok")
-        noop = list(found.noop)
-        now = time.time_ns()
-        files = f"\0{noop[10]}\0"
-        sigs = list(noop[11])
-        racy = {rel: d for rel, d in (noop[15] if len(noop) > 15 else ())}
-        for t in found.targets.values():
-            for rel in t.outputs:
-                i = files.count("\0", 0, files.index(f"\0{rel}\0"))  # its place in the recorded list
-                sigs[3 * i:3 * i + 3] = _written(found.root, rel, stats)
-                racy.pop(rel, None)
-                if sigs[3 * i + 1] >= now - fastpath.RACY_NS:  # racily clean: trusted by its bytes
-                    racy[rel] = _racy_digest(found.root, rel, stats)
-        lock_name = noop[5]
-        noop[6] = fastpath._signature(found.lock_path)
-        racy.pop(lock_name, None)
-        if noop[6] is not None and noop[6][1] >= now - fastpath.RACY_NS:
-            racy[lock_name] = lock.saved_digest()  # the sha256 of what it wrote, taken as it wrote it
-        manifest_digest = fastpath.digest_of(found.new)
-        noop[3], noop[11] = manifest_digest, tuple(sigs)
-        noop[15:] = [tuple(sorted(racy.items()))]
-        state = list(found.state)
-        state[2], state[3], state[4], state[10] = manifest_digest, found.new, (state[4][0], found.new_sizes), noop[6]
-        atomic_write(state_dir / FILE, marshal.dumps(tuple(state)), durable=False)
-        atomic_write(state_dir / fastpath.FILE, marshal.dumps(tuple(noop)), durable=False)
-    except (OSError, ValueError, IndexError, KeyError):
-        _discard(os.path.join(state_dir, fastpath.FILE))
-        _discard(os.path.join(state_dir, FILE))
