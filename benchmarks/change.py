@@ -13,7 +13,7 @@ times whole `imgbuild` processes:
     target built;
 (b) every output deleted, then `build` restores them all from the cache: bar 15 s at 10,000.
 
-    python benchmarks/change.py [--targets 10000] [--runs 7] [--keep DIR] [--dev-script]
+    python benchmarks/change.py [--targets 10000] [--runs 7] [--keep DIR] [--dev-script] [--no-restore]
 
 imgbuild runs as noop.py runs it: a console script in a venv of its own, the checkout compiled as
 pip compiles what it installs (this environment's PYTHONDONTWRITEBYTECODE would otherwise compile
@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--keep", type=Path, help="build the project here and keep it (reused if built)")
     parser.add_argument("--dev-script", action="store_true", help="time the dev venv's imgbuild script")
+    parser.add_argument("--no-restore", action="store_true", help="skip (b), which deletes every output")
     args = parser.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="imgbuild-change-"))
@@ -167,6 +168,8 @@ def main() -> None:
           f"{statistics.median(cpus):.3f} s CPU (bar 0.3 s; runs: {', '.join(f'{s:.3f}' for s in samples)}); "
           f"load average {os.getloadavg()[0]:.1f}")
 
+    if args.no_restore:
+        return
     # (b) restore every deleted output
     outputs = sorted((root / "assets").glob("*.png"))
     for p in outputs:

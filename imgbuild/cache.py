@@ -428,13 +428,13 @@ class LocalCache:
     def register_project(self, root: Path) -> None:
         """Record that ``root`` uses this cache today. Read, merged and written under a file lock:
         builds of many projects at once each add their entry, none is lost."""
-        from filelock import FileLock
-
         path = self.root / "projects.json"
         key = str(root.resolve())
         today = time.strftime("%Y-%m-%d", time.gmtime())
         if _read_projects(path).get(key) == today:
-            return  # the usual case: no lock, no write
+            return  # the usual case: no lock, no write (nor filelock's import, ~20 ms)
+        from filelock import FileLock
+
         with open_folder(self.root):
             pass
         with FileLock(str(self.root / "projects.json.lock"), thread_local=False):

@@ -1,0 +1,240 @@
+"""The scoped path (scoped.py): a change to a few target tables is built without loading the
+project, and gives what the full path gives — the same lock bytes, outputs, lines and exit code.
+Every other kind of change leaves the build to the full path, and after a scoped build the next
+no-op takes the fast path and the next change the scoped path again."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import Project, Result
+
+HEAD = 'out_dir = "out"\n\n[provider]\nname = "placeholder"\n\n[vars]\nstyle = "flat"\n\n'
+TABLES = {
+    "t0": 'prompt = "a red fox, ${style}"\nsize = "1024x640"\n',
+    "t1": 'prompt = "a blue jay"\nsize = "1024x640"\n',
+    "t2": 'prompt = "a green frog"\nsize = "1024x640"\n',
+    "t3": 'prompt = "t2 with a hat"\nimages = ["out/t2.png", "art/base.png"]\n',  # reads t2's output
+}
+
+
+def manifest(tables: dict[str, str], head: str = HEAD) -> str:
+    return head + "\n".join(f"[images.{name}]\n{body}" for name, body in tables.items())
+
+
+def settle(project: Project) -> None:
+    """Make every file look written long ago (not racily clean), then run the no-op build that
+    records the fast path's state and the scoped path's."""
+    past = time.time() - 30
+    for path in project.root.rglob("*"):
+        if path.is_file() and ".imgbuild" not in path.parts:
+            os.utime(path, (past, past))
+    result = project.build()
+    assert result.code == 0 and result.summary["built"] == 0, result.err
+    assert (project.root / ".imgbuild" / "change.marshal").exists()
+
+
+def ready(project: Project, tables: dict[str, str] = TABLES) -> Project:
+    project.png("art/base.png", size=(1024, 640))
+    project.manifest(manifest(tables))
+    assert project.build().code == 0
+    settle(project)
+    return project
+
+
+def traced(project: Project, tmp_path: Path, *args: str) -> tuple[Result, list[str]]:
+    trace = tmp_path / f"trace-{project.root.name}"
+    trace.unlink(missing_ok=True)
+    result = project.build(*args, env={"IMGBUILD_TRACE_SCOPED": str(trace)})
+    return result, trace.read_text().splitlines() if trace.exists() else []
+
+
+def same_text(text: str) -> str:
+    """Output with what differs between two runs of the same build (timings, dates, the folder)
+    taken out."""
+    text = re.sub(r'"seconds": [0-9.]+', '"seconds": 0', text)
+    text = re.sub(r'built_at = "[^"]*"', 'built_at = ""', text)
+    text = re.sub(r'"built_at": "[^"]*"', '"built_at": ""', text)
+    return re.sub(r"/\S*/proj-[ab]\b", "<root>", text)
+
+
+def outputs(project: Project) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((project.root / "out").glob("*.png"))}
+
+
+@pytest.fixture
+def pair(make_project: Callable[..., Project]) -> tuple[Project, Project]:
+    """Two identical projects with caches of their own: ``a`` may take the scoped path, ``b`` not
+    (its scoped state is removed before each change), so ``b`` shows what the full path does."""
+    return ready(make_project("proj-a", cache="cache-a")), ready(make_project("proj-b", cache="cache-b"))
+
+
+def both(pair: tuple[Project, Project], tmp_path: Path, text: str) -> tuple[list[str], list[str], Result]:
+    a, b = pair
+    (b.root / ".imgbuild" / "change.marshal").unlink()
+    results = []
+    traces = []
+    for project in (a, b):
+        project.manifest(text)
+        result, trace = traced(project, tmp_path)
+        results.append(result)
+        traces.append(trace)
+    ra, rb = results
+    assert ra.code == rb.code, (ra.err, rb.err)
+    assert same_text(ra.out) == same_text(rb.out)
+    assert same_text(ra.err) == same_text(rb.err)
+    assert same_text(a.read("images.lock").decode()) == same_text(b.read("images.lock").decode())
+    assert outputs(a) == outputs(b)
+    return traces[0], traces[1], ra
+
+
+def test_an_edited_prompt_builds_that_target_alone_as_the_full_path_would(pair: tuple[Project, Project],
+                                                                          tmp_path: Path) -> None:
+    edited = manifest({**TABLES, "t1": 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'})
+    scoped, full, result = both(pair, tmp_path, edited)
+    assert scoped == ["scoped t1"]
+    assert full[0].startswith("full:")
+    assert (result.summary["built"], result.summary["up_to_date"]) == (1, 3)
+
+
+def test_an_edited_size_builds_that_target_alone_as_the_full_path_would(pair: tuple[Project, Project],
+                                                                        tmp_path: Path) -> None:
+    edited = manifest({**TABLES, "t0": 'prompt = "a red fox, ${style}"\nsize = "1024x1024"\n'})
+    scoped, _, _ = both(pair, tmp_path, edited)
+    assert scoped == ["scoped t0"]
+
+
+def test_an_edited_target_that_others_read_builds_them_too(pair: tuple[Project, Project], tmp_path: Path) -> None:
+    edited = manifest({**TABLES, "t2": 'prompt = "a green frog on a leaf"\nsize = "1024x640"\n'})
+    scoped, _, result = both(pair, tmp_path, edited)
+    assert scoped == ["scoped t2"]
+    assert sorted(e["target"] for e in result.events if e["event"] == "built") == ["t2", "t3"]
+    assert pair[0].build().summary["built"] == 0  # and the next build finds all four up to date
+
+
+def test_a_table_made_invalid_gets_the_full_paths_located_error(pair: tuple[Project, Project], tmp_path: Path) -> None:
+    scoped, _, _ = both(pair, tmp_path, manifest({**TABLES, "t1": 'prompt = "a blue jay"\nquality = "ultra"\n'}))
+    assert scoped[0].startswith("full:")
+    assert "images.t1.quality" in pair[0].build().err
+
+
+def test_a_new_table_takes_the_full_path(pair: tuple[Project, Project], tmp_path: Path) -> None:
+    scoped, _, _ = both(pair, tmp_path, manifest({**TABLES, "t4": 'prompt = "a grey owl"\nsize = "1024x640"\n'}))
+    assert scoped[0].startswith("full:")
+
+
+def test_a_removed_table_takes_the_full_path(pair: tuple[Project, Project], tmp_path: Path) -> None:
+    tables = dict(TABLES)
+    del tables["t1"]
+    scoped, _, _ = both(pair, tmp_path, manifest(tables))
+    assert scoped[0].startswith("full:")
+
+
+def test_an_edit_back_to_a_prompt_built_before_restores_it_from_the_cache(pair: tuple[Project, Project],
+                                                                         tmp_path: Path) -> None:
+    both(pair, tmp_path, manifest({**TABLES, "t1": 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'}))
+    for project in pair:
+        settle(project)
+    scoped, _, result = both(pair, tmp_path, manifest(TABLES))
+    assert scoped == ["scoped t1"]
+    assert (result.summary["built"], result.summary["restored"]) == (0, 1)
+
+
+def test_the_next_change_takes_the_scoped_path_again_and_a_no_op_the_fast_path(project: Project,
+                                                                                tmp_path: Path) -> None:
+    ready(project)
+    for prompt in ("a blue jay at dusk", "a blue jay at dawn"):
+        project.manifest(manifest({**TABLES, "t1": f'prompt = "{prompt}"\nsize = "1024x640"\n'}))
+        result, trace = traced(project, tmp_path)
+        assert result.code == 0 and result.summary["built"] == 1, result.err
+        assert trace == ["scoped t1"]
+    result, trace = traced(project, tmp_path)
+    assert result.summary == {**result.summary, "built": 0, "up_to_date": 4}
+    assert trace == []  # the fast path answered: the build command never ran
+
+
+def test_an_output_rewritten_in_place_right_after_a_scoped_build_is_not_taken_for_ok(project: Project,
+                                                                                     tmp_path: Path) -> None:
+    ready(project)
+    project.manifest(manifest({**TABLES, "t1": 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'}))
+    assert traced(project, tmp_path)[1] == ["scoped t1"]
+    out = project.root / "out" / "t1.png"
+    st = out.stat()
+    data = bytearray(out.read_bytes())
+    data[-20] ^= 0xFF  # same size; and the same mtime below: only its bytes tell
+    with open(out, "r+b") as f:
+        f.write(data)
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+    result = project.run("status")
+    assert "t1" in result.out and "edited by hand" in result.out
+
+
+@pytest.mark.parametrize("other", ["input", "output", "lock", "global"])
+def test_a_change_to_another_kind_of_file_leaves_the_build_to_the_full_path(project: Project, tmp_path: Path,
+                                                                           other: str) -> None:
+    ready(project)
+    head = HEAD
+    if other == "input":
+        project.png("art/base.png", size=(1024, 640), color=(1, 2, 3, 255))
+    elif other == "output":
+        os.utime(project.root / "out" / "t0.png")
+    elif other == "lock":
+        os.utime(project.root / "images.lock")
+    else:
+        head = HEAD.replace('style = "flat"', 'style = "flat, bold"')
+    project.manifest(manifest({**TABLES, "t1": 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'}, head))
+    result, trace = traced(project, tmp_path)
+    assert result.code == 0, result.err
+    assert len(trace) == 1 and trace[0].startswith("full:")
+
+
+def test_a_scoped_build_killed_after_its_first_target_keeps_it(project: Project, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    ready(project)
+    project.manifest(manifest({**TABLES, "t2": 'prompt = "a green frog on a leaf"\nsize = "1024x640"\n'}))
+    trace = tmp_path / "trace"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgbuild", "-C", str(project.root), "build", "--json"],
+        env={**project.env, "IMGBUILD_PLACEHOLDER_DELAY": "1.5", "IMGBUILD_TRACE_SCOPED": str(trace)},
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if json.loads(line).get("event") == "built":  # t2, whose reader t3 is rendering now
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        proc.wait(timeout=30)
+    assert trace.read_text().splitlines() == ["scoped t2"]
+    assert "t2" in (project.root / ".imgbuild" / "lock.journal").read_text()
+    result = project.build()
+    assert result.code == 0, result.err
+    assert [e["target"] for e in result.events if e["event"] == "built"] == ["t3"]  # t2 came back from the journal
+    assert project.run("check").code == 0
+
+
+def test_a_change_while_another_build_holds_the_project_waits_as_the_full_path_does(project: Project,
+                                                                                   tmp_path: Path) -> None:
+    import threading
+
+    from filelock import FileLock
+
+    ready(project)
+    project.manifest(manifest({**TABLES, "t1": 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'}))
+    held = FileLock(str(project.root / ".imgbuild" / "run.lock"), thread_local=False)  # as Project takes it
+    held.acquire()
+    threading.Timer(2.0, held.release).start()
+    result, trace = traced(project, tmp_path)
+    assert trace == ["full: busy"]
+    assert "another imgbuild build of this project is running; waiting" in result.out
+    assert result.code == 0 and result.summary["built"] == 1
