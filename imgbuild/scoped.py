@@ -135,15 +135,7 @@ class _Context:
         self.cache = cache
 
     def cache_copy(self, rel: str) -> None:
-        import shutil
-
-        staging = self.cache.staging_dir()
-        try:
-            copy = staging / "copy"
-            shutil.copyfile(self.root / rel, copy)
-            self.cache.put_file(copy)
-        finally:
-            self.cache.discard_staging(staging)
+        self.cache.put_copy(self.root / rel)  # as Project.cache_copy: the cache takes a copy
 
 
 class _Found:
@@ -369,8 +361,7 @@ async def _build(context: _Context, planner: Any, order: list[str], reporter: An
         context.cache.register_project(context.root)
 
     def leftovers() -> None:  # as Project._take_leftovers, for the folders of these targets
-        context.cache.adopt_leftovers()
-        context.cache.adopt_leftovers(context.state_dir / "tmp")
+        context.cache.recover(context.state_dir / "tmp")
         parts = {out.rpartition("/")[0] for t in context.targets.values() for out in t.outputs}
         remove_leftovers([context.state_dir, context.lock.path.parent, *(context.root / p for p in sorted(parts))])
 
