@@ -117,6 +117,7 @@ class RemoteCache:
         self.restored = 0  # objects brought into the local cache this run
         self._coming: dict[str, asyncio.Future[bool]] = {}  # objects being fetched → whether they came
         self._arrivals: _Arrivals | None = None
+        self._entry_slots: asyncio.Semaphore | None = None  # run-entry lookups in flight (see _look_up_run)
 
     @property
     def url(self) -> str:
@@ -132,6 +133,10 @@ class RemoteCache:
 
     def holds(self, sha256: str) -> bool:
         return self.local.has(sha256) or (sha256 in self._objects and sha256 not in self._lost)
+
+    def answered(self, spec_digest: str) -> bool:
+        """Whether the remote was asked for this spec's run entry this run (whatever it said)."""
+        return spec_digest in self._asked
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -153,7 +158,13 @@ class RemoteCache:
         return (len(self._runs), len(self._objects)) != before
 
     async def _look_up_run(self, spec_digest: str, confirm: bool) -> None:
-        raw = await self.store.get_run(spec_digest)
+        # Fewer entry lookups in flight than the store has slots: in a build, each target asks
+        # for its entry as it starts and then fetches its objects, and the fetches of the first
+        # targets must get slots while later targets' entries are still being asked for.
+        if self._entry_slots is None:
+            self._entry_slots = asyncio.Semaphore(ENTRY_LOOKUPS)
+        async with self._entry_slots:
+            raw = await self.store.get_run(spec_digest)
         if raw is None:
             return
         record = decode_run(raw)
@@ -350,5 +361,6 @@ class _Arrivals:
         work.add_done_callback(settle)
 
 
+ENTRY_LOOKUPS = 8  # run entries asked for at once, of the store's 16 slots: the rest fetch objects
 ARRIVAL_BATCH = 32  # objects synced at once: most of a syncfs's cost is shared
 ARRIVAL_WAIT_S = 0.25  # the longest a verified object waits for others before it is synced
