@@ -68,7 +68,9 @@ def cmd_build(args: argparse.Namespace) -> int:
             reporter.plan(plan.decisions, total, dry_run=True, real=project.manifest_provider_estimate(plan))
             return 0
         _collect_garbage_from_now()
-        summary = project.build(args.targets, options, reporter, confirm=lambda p: _confirm(args, project, p))
+        asks = not args.yes and sys.stdin.isatty() and sys.stdout.isatty()  # else nothing is asked (_confirm)
+        summary = project.build(args.targets, options, reporter,
+                                confirm=(lambda p: _confirm(args, project, p)) if asks else None)
     finally:
         reporter.close()
     reporter.summary(summary)

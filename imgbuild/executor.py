@@ -373,7 +373,7 @@ class Executor:
             # input saved since the plan (watch mode queues such saves) is hashed again here.
             self._not_fetched.discard(name)  # what did not come from the remote counts as absent now
             decision = self.planner.decide(name)
-            if decision.action is Action.REQUEST and self.planner.remote is not None:
+            if decision.action is Action.REQUEST and self.planner.remote is not None and not self._ask_later(decision):
                 decision = await self._from_remote(decision)
         if decision.action is Action.NOTHING:
             self.summary.up_to_date += 1
@@ -389,6 +389,10 @@ class Executor:
         if self.stopping:
             self._skip(name, "not started: the build is stopping", started=False)
             return False
+        if decision.action is Action.REQUEST and self._ask_later(decision):
+            task = asyncio.create_task(self._remote_or_request(decision))
+            self._restoring.add(task)
+            return task
         if decision.action is Action.RESTORE:
             task = asyncio.create_task(self._restore_in_pool(decision))
             self._restoring.add(task)
@@ -431,9 +435,7 @@ class Executor:
         assert remote is not None and spec is not None
         if decision.name in self.planner.force:
             return decision  # -B: a new take, whatever any cache holds
-        entry = self.project.lock.get(decision.name)
-        locked = [o.get("sha256", "") for o in entry.get("outputs", [])] if entry and entry.get("spec") == spec.digest else []
-        if not await remote.look_up([spec.digest], locked, confirm=False):
+        if not await remote.look_up([spec.digest], self._locked_objects(decision), confirm=False):
             return decision
         again = self.planner.decide(decision.name)
         if again.state is State.REMOTE and again.run is not None:
@@ -441,6 +443,34 @@ class Executor:
             self.summary.fetched = remote.restored
             again = self.planner.decide(decision.name)
         return again
+
+    def _locked_objects(self, decision: Decision) -> list[str]:
+        """The objects the lock names for the target, if it records this very spec."""
+        entry = self.project.lock.get(decision.name)
+        spec = decision.spec
+        if not entry or spec is None or entry.get("spec") != spec.digest:
+            return []
+        return [o.get("sha256", "") for o in entry.get("outputs", [])]
+
+    def _ask_later(self, decision: Decision) -> bool:
+        """A planned request whose run entry the remote cache was not asked for before the build
+        (the project left them to the targets as they start): asked in a restore's slot."""
+        remote = self._remote
+        return (remote is not None and decision.spec is not None and decision.name not in self.planner.force
+                and not remote.answered(decision.spec.digest))
+
+    async def _remote_or_request(self, decision: Decision) -> bool:
+        """Ask the remote cache for the target's run entry, and restore from it if it has one,
+        while the scheduler starts others: restores begin with the first answer, not the last.
+        Otherwise the target goes back to the scheduler, which decides it again: a request."""
+        remote, spec = self._remote, decision.spec
+        assert remote is not None and spec is not None
+        await remote.look_up([spec.digest], self._locked_objects(decision), confirm=False)
+        again = self.planner.decide(decision.name)
+        if again.action is not Action.RESTORE:
+            self._not_fetched.add(decision.name)
+            return False
+        return await self._restore_in_pool(again)
 
     def _reserve(self, decision: Decision) -> float:
         """What a request holds of the budget while in flight: the most it can cost by the prices

@@ -222,14 +222,20 @@ class Project:
             self._remote = None
 
     async def _consult_remote(self, plan: Plan, names: Sequence[str], force: Iterable[str] | None, mode: str,
-                              on_warning: Callable[[str], None] | None, *, confirm: bool) -> Plan:
-        """The plan again, knowing what the remote cache can restore of what the local one cannot."""
+                              on_warning: Callable[[str], None] | None, *, confirm: bool,
+                              defer: bool = False) -> Plan:
+        """The plan again, knowing what the remote cache can restore of what the local one cannot.
+        With ``defer``, run entries are not asked for here: the executor asks for each as its
+        target starts, so that restores begin with the first answer (objects a lock names are
+        known without a request, and still here)."""
         from .remotecache import configured_url, open_layer, questions
 
         self._remote = open_layer(configured_url(self._manifest_data), mode, self.cache, on_warning)
         if self._remote is None:
             return plan
         specs, shas = questions(plan.decisions, self.lock, plan.planner.force)
+        if defer:
+            specs = []
         if await self._remote.look_up(specs, shas, confirm=confirm):
             return self.plan(names, force=force)
         plan.planner.remote = self._remote  # for targets that wait for others: asked when they start
@@ -274,9 +280,12 @@ class Project:
 
     async def _abuild(self, plan: Plan, gone: list[str], names: Sequence[str], options: BuildOptions,
                       reporter: Reporter, confirm: Callable[[Plan], bool] | None) -> Summary:
+        deferred = False
         if plan.has_work:  # what the remote cache restores costs nothing: before the budget's check
+            deferred = _entries_can_wait(plan, options, confirm)
             plan = await self._consult_remote(plan, names, options.force, options.remote, reporter.warn,
-                                              confirm=False)
+                                              confirm=False, defer=deferred)
+            deferred = deferred and self._remote is not None
         check_budget(plan.decisions, options.max_cost_usd)
         if confirm is not None and not confirm(plan):
             raise UsageError("build cancelled")
@@ -289,8 +298,9 @@ class Project:
             jobs = options.jobs or self.settings.concurrency
             # Opened now when a request is planned: a missing key is one line, before any request.
             # A plan that only waits on upstream targets opens it when (if) it needs it.
-            provider = self._open_provider(jobs) if any(d.action is Action.REQUEST and not self.targets[d.name].derived
-                                                         for d in plan.decisions) else None
+            # With run entries still to be asked for, a planned request may be restored instead.
+            provider = self._open_provider(jobs) if not deferred and any(
+                d.action is Action.REQUEST and not self.targets[d.name].derived for d in plan.decisions) else None
             recorded = recorded_outputs(self.lock, [*plan.order, *gone])  # before the build rewrites them
             for name in gone:
                 self.lock.remove(name)
@@ -540,6 +550,13 @@ class Project:
         # Into the lock and the objects, not the run cache: a person's touch-up is this project's
         # answer to the spec, not what the API returned for it anywhere else.
         self.lock.set(name, lock_entry(decision, outputs, "accepted", None, utc_now()))
+
+
+def _entries_can_wait(plan: Plan, options: BuildOptions, confirm: Callable[[Plan], bool] | None) -> bool:
+    """Whether a build may ask the remote cache for run entries as each target starts rather
+    than all before the first: only when no answer could change what happens before the build
+    (nobody is asked to confirm it, and the budget holds even if every target were requested)."""
+    return confirm is None and (options.max_cost_usd is None or plan.estimate_usd <= options.max_cost_usd)
 
 
 def _ignored_base_url(data: bytes, name: str, overrides: Overrides, flag: str | None) -> str | None:

@@ -18,6 +18,7 @@ reaches the local cache, so it can never reach an output either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import tomllib
@@ -123,6 +124,10 @@ class RemoteCache:
         self._arrivals: _Arrivals | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # where it last ran: for the cache interface
         self._unpublished: list[tuple[str, RunRecord]] = []  # put with no loop running: up at drain
+        self._entry_slots: asyncio.Semaphore | None = None  # run-entry lookups in flight (see _look_up_run)
+        self._entries_pending = 0  # run-entry lookups asked for and not answered yet
+        self._copying: set[asyncio.Future[None]] = set()  # remote entries being copied to the local run cache
+        self._copied: set[str] = set()
 
     @property
     def url(self) -> str:
@@ -138,6 +143,10 @@ class RemoteCache:
 
     def holds(self, sha256: str) -> bool:
         return self.local.has(sha256) or (sha256 in self._objects and sha256 not in self._lost)
+
+    def answered(self, spec_digest: str) -> bool:
+        """Whether the remote was asked for this spec's run entry this run (whatever it said)."""
+        return spec_digest in self._asked
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -159,7 +168,17 @@ class RemoteCache:
         return (len(self._runs), len(self._objects)) != before
 
     async def _look_up_run(self, spec_digest: str, confirm: bool) -> None:
-        raw = await self.store.get_run(spec_digest)
+        # Fewer entry lookups in flight than the store has slots: in a build, each target asks
+        # for its entry as it starts and then fetches its objects, and the fetches of the first
+        # targets must get slots while later targets' entries are still being asked for.
+        if self._entry_slots is None:
+            self._entry_slots = asyncio.Semaphore(ENTRY_LOOKUPS)
+        self._entries_pending += 1
+        try:
+            async with self._entry_slots:
+                raw = await self.store.get_run(spec_digest)
+        finally:
+            self._entries_pending -= 1
         if raw is None:
             return
         record = decode_run(raw)
@@ -204,7 +223,7 @@ class RemoteCache:
         """Streamed and checked into a temp file in the cache, then made durable with others
         that arrive about then (:class:`_Arrivals`: one syncfs per batch, not an fsync each)."""
         if self._arrivals is None:
-            self._arrivals = _Arrivals(self.local, self.store.warn)
+            self._arrivals = _Arrivals(self.local, self.store.warn, lambda: self._entries_pending > 0)
         arrivals = self._arrivals
         arrivals.downloading += 1
         try:
@@ -234,10 +253,26 @@ class RemoteCache:
             if not await self.fetch(record.outputs):
                 return False
             if spec_digest in self._runs:
-                await asyncio.to_thread(self.local.put_run, spec_digest, self._runs[spec_digest], durable=False)
+                self._copy_entry(spec_digest)
             return True
 
         return all(await asyncio.gather(*(one(s, r) for s, r in runs)))
+
+    def _copy_entry(self, spec_digest: str) -> None:
+        """The remote entry into the local run cache, in the background: the restore goes on at
+        once, with the others whose objects came in the same batch (restores that start in one
+        turn of the event loop share a sync). :meth:`drain` waits for these copies."""
+        if spec_digest in self._copied:
+            return
+        self._copied.add(spec_digest)
+
+        def copy() -> None:
+            with contextlib.suppress(OSError):  # a later build asks the remote again: no harm
+                self.local.put_run(spec_digest, self._runs[spec_digest], durable=False)
+
+        work = asyncio.ensure_future(asyncio.to_thread(copy))
+        self._copying.add(work)
+        work.add_done_callback(self._copying.discard)
 
     # -- uploads -------------------------------------------------------------------------------
 
@@ -252,6 +287,8 @@ class RemoteCache:
         unpublished, self._unpublished = self._unpublished, []
         for spec_digest, record in unpublished:
             self.publish(spec_digest, record)
+        if self._copying:
+            await asyncio.gather(*self._copying)
         return await self.store.drain(timeout_s if timeout_s is not None else 86400.0)
 
     # -- the cache interface (cache.CacheStore): local first, then the remote -----------------
@@ -397,14 +434,16 @@ async def pull(layer: RemoteCache, lock: Lock, names: Sequence[str]) -> tuple[in
 
 class _Arrivals:
     """Downloaded objects made durable in batches. Each verified temp file waits until
-    :data:`ARRIVAL_BATCH` others have come, no download is left in flight, or
-    :data:`ARRIVAL_WAIT_S` has passed; then the batch is synced once and renamed into the cache
+    :data:`ARRIVAL_BATCH` others have come, no download is left in flight nor about to start
+    (a run entry being asked for is most likely a download to come), or :data:`ARRIVAL_WAIT_S`
+    has passed; then the batch is synced once and renamed into the cache
     in a thread (:meth:`LocalCache.admit`) while the downloads go on. Only then does its fetch
     answer True, so an output is never copied from an object that is not durably in place."""
 
-    def __init__(self, local: LocalCache, warn: Callable[[str], None]) -> None:
+    def __init__(self, local: LocalCache, warn: Callable[[str], None], expecting: Callable[[], bool]) -> None:
         self.local = local
         self.warn = warn
+        self.expecting = expecting
         self.downloading = 0
         self._waiting: list[tuple[str, Path, asyncio.Future[bool]]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -413,15 +452,20 @@ class _Arrivals:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         self._waiting.append((sha256, temp, done))
-        if len(self._waiting) >= ARRIVAL_BATCH or self.downloading == 0:
+        if len(self._waiting) >= ARRIVAL_BATCH or self._idle():
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(ARRIVAL_WAIT_S, self._flush)
         return await done
 
     def nudge(self) -> None:
-        if self.downloading == 0 and self._waiting:
+        if self._idle() and self._waiting:
             self._flush()
+
+    def _idle(self) -> bool:
+        # Each syncfs writes back every dirty page of the file system, the outputs being
+        # copied too: a lull between downloads must not sync them a few at a time.
+        return self.downloading == 0 and not self.expecting()
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -447,5 +491,6 @@ class _Arrivals:
         work.add_done_callback(settle)
 
 
+ENTRY_LOOKUPS = 8  # run entries asked for at once, of the store's 16 slots: the rest fetch objects
 ARRIVAL_BATCH = 32  # objects synced at once: most of a syncfs's cost is shared
 ARRIVAL_WAIT_S = 0.25  # the longest a verified object waits for others before it is synced

@@ -118,6 +118,93 @@ def test_a_clone_without_the_lock_restores_by_the_remote_run_entries(
     assert second.lock()["targets"]["hero"]["spec"] == first.lock()["targets"]["hero"]["spec"]
 
 
+def test_a_budget_of_nothing_restores_by_run_entries_that_were_asked_for_before_the_build(
+        clones: tuple[Project, Callable[..., Project]], api_server: ApiServer) -> None:
+    # docs/ci.md's pull-request job: --max-cost 0 holds only if what the remote restores is
+    # known before the budget's check, so the entries are asked for first there.
+    first, clone = clones
+    assert first.build().code == 0
+    second = clone(lock=False)
+
+    restored = second.build("--remote=read", "--max-cost", "0")
+
+    assert restored.code == 0, restored.err
+    assert restored.requests == 0 and restored.summary["restored"] == 3
+    assert requests_of(api_server) == 3
+
+
+class RecordingProxy:
+    """An HTTP forwarder on 127.0.0.1 in front of the S3 server that notes each request's
+    method and path, in the order they reach it."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+
+        import httpx
+
+        seen: list[tuple[str, str]] = []
+        client = httpx.Client(base_url=upstream, timeout=30)
+        hop = {"host", "connection", "transfer-encoding", "content-length", "keep-alive"}
+
+        class Forward(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                seen.append((self.command, self.path))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+                answer = client.request(self.command, self.path, headers=headers, content=body)
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.items():
+                    if key.lower() not in hop:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.seen = seen
+        self._client = client
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
+
+
+def test_a_build_restores_by_run_entries_as_they_come_not_after_the_last(
+        make_project: Callable[..., Project], s3_server: S3Server, s3_bucket: Bucket) -> None:
+    # A fresh clone without a lock asks for each target's run entry as the target starts: the
+    # first restores fetch their objects while later targets' entries are still being asked for.
+    manifest = ['[provider]\nname = "placeholder"\n', f'[cache]\nremote = "{s3_bucket.url}"\n']
+    manifest += [f'[images.e{i:02d}]\nprompt = "entry {i}"\noutput = "out/e{i:02d}.png"\n' for i in range(24)]
+    first = make_project("first", cache="cache-first")
+    first.manifest("\n".join(manifest))
+    assert first.build().code == 0
+    second = make_project("second", cache="cache-second")
+    shutil.copy(first.root / "images.toml", second.root / "images.toml")
+    proxy = RecordingProxy(s3_server.endpoint)
+    try:
+        restored = second.build(env={"AWS_ENDPOINT_URL": proxy.endpoint})
+    finally:
+        proxy.close()
+
+    assert restored.code == 0, restored.err
+    assert restored.requests == 0 and restored.summary["restored"] == 24 and warnings_of(restored) == []
+    gets = [path for method, path in proxy.seen if method == "GET"]
+    entries = [i for i, path in enumerate(gets) if "/runs/" in path]
+    objects = [i for i, path in enumerate(gets) if "/objects/" in path]
+    assert len(entries) == 24 and len(objects) == 24
+    assert objects[0] < entries[-1], gets
+
+
 def test_an_object_two_targets_share_is_fetched_once(
         make_project: Callable[..., Project], api_server: ApiServer, s3_bucket: Bucket) -> None:
     # The local server draws one image per size: two targets of one size get the same bytes.
