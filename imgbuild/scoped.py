@@ -23,6 +23,7 @@ from __future__ import annotations
 import marshal
 import os
 import re
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
@@ -138,11 +139,24 @@ class _Context:
         self.cache.put_copy(self.root / rel)  # as Project.cache_copy: the cache takes a copy
 
 
+@dataclass
 class _Found:
     """What preparing found: the state, the new manifest, and the scoped targets in build order."""
 
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
+    root: str
+    manifest_path: str
+    state_dir: str
+    noop: tuple[Any, ...]  # fastpath's state, as read
+    state: tuple[Any, ...]  # this module's state, as read
+    new: bytes  # the manifest's bytes now
+    new_sizes: tuple[int, ...]  # each table's length in them
+    fresh: dict[str, Target]  # the tables edited, resolved again
+    targets: dict[str, Target]  # they and their readers, in build order
+    deps: dict[str, list[str]]
+    lock: bytes  # the lock's bytes, as recorded
+    lock_path: str
+    settings: dict[str, Any]
+    count: int  # targets in the manifest
 
 
 def build(args: argparse.Namespace) -> int | None:
@@ -191,8 +205,10 @@ def _prepare(args: argparse.Namespace) -> _Found | str:
     for name, text in tables.items():
         before = resolver.resolve(name, table_text(old, starts, names, name))
         target = resolver.resolve(name, text)
-        if isinstance(before, str) or isinstance(target, str):
-            return target if isinstance(target, str) else before
+        if isinstance(target, str):
+            return target
+        if isinstance(before, str):
+            return before
         if (target.outputs, target.images, target.mask, target.prompt_file) != (
                 before.outputs, before.images, before.mask, before.prompt_file):
             return "outputs or inputs changed"
