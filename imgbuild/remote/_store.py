@@ -137,28 +137,21 @@ class RemoteStore:
         """Download an object to ``dest``: streamed to a temp file beside it, checked against
         its sha256 (and ``expected_size`` when given), then renamed into place. On any
         mismatch or failure ``dest`` is left as it was and the answer is ``False``."""
-        key = object_key(sha256)
-        outcome = await self._call(
-            "download", False, self.options.transfer_timeout_s,
-            lambda: self._download(key, sha256, dest, expected_size, file_mode))
-        if outcome is None:
-            return False
-        if outcome < 0:
-            self._warn(f"remote cache {self.url}: object {sha256[:12]}… does not match its "
-                       "sha256; ignored (a request or the local cache is used instead)")
-            return False
-        self.stats.objects_down += 1
-        self.stats.bytes_down += outcome
-        return True
+        return await self._fetch(sha256, dest, expected_size, file_mode)
 
     async def get_object_unsynced(self, sha256: str, temp: Path, *, expected_size: int | None = None) -> bool:
         """Download an object into the new file ``temp``, checked as :meth:`get_object` checks
         it, but neither synced nor renamed: the caller makes many such files durable at once and
         renames them. On any mismatch or failure no file is left at ``temp``."""
+        return await self._fetch(sha256, temp, expected_size, None)
+
+    async def _fetch(self, sha256: str, dest: Path, expected_size: int | None, file_mode: int | None) -> bool:
+        """One checked download (see :meth:`_download`; ``file_mode`` None: neither synced nor
+        renamed), counted, with one warning for bytes that are not what their name says."""
         key = object_key(sha256)
         outcome = await self._call(
             "download", False, self.options.transfer_timeout_s,
-            lambda: self._download(key, sha256, temp, expected_size, None))
+            lambda: self._download(key, sha256, dest, expected_size, file_mode))
         if outcome is None:
             return False
         if outcome < 0:
