@@ -292,24 +292,23 @@ def _closure_size(order: list[str], deps: tuple[tuple[int, ...], ...], targets: 
 
 # -- recording, by the full path ----------------------------------------------------------------
 
-def record(project: Project, provider: str | None, base_url: str | None) -> None:
-    """After a full run found every target ``ok``: write the state the next run checks. Skipped
-    (the full path simply runs again) where a file is racily clean, a symlink, or the manifest
-    on disk is no longer what was loaded. Only a speed-up: never raises for I/O."""
+def record(project: Project, provider: str | None, base_url: str | None) -> tuple | None:  # type: ignore[type-arg]
+    """After a full run found every target ``ok``: write the state the next run checks, and
+    return it. Skipped (the full path simply runs again) where a file is racily clean, a symlink,
+    or the manifest on disk is no longer what was loaded. Only a speed-up: never raises for I/O."""
     if _run_started_ns == 0:
-        return  # not a CLI run (a library caller): it has no start time to trust files by
+        return None  # not a CLI run (a library caller): it has no start time to trust files by
     try:
         data = _state(project, provider, base_url)
-        if data is not None:
-            from .fsutil import atomic_write
+        if data is None:
+            return None
+        from .fsutil import atomic_write
 
-            atomic_write(project.state_dir / FILE, data, durable=False)
-            from . import scoped
-
-            recorded = marshal.loads(data)
-            scoped.record(project, recorded[4], recorded[3], recorded[6])  # what the next one-table change needs
+        atomic_write(project.state_dir / FILE, data, durable=False)
     except OSError:
-        pass
+        return None
+    state: tuple = marshal.loads(data)  # type: ignore[type-arg]
+    return state
 
 
 def _state(project: Project, provider: str | None, base_url: str | None) -> bytes | None:
@@ -372,8 +371,8 @@ def _lines() -> tuple[str, str, str]:
     and the name: the fast path fills them in, so its output stays the full path's to the byte."""
     import json
 
-    from .executor import Summary
     from .plan import Action, Decision, State
+    from .summary import Summary
     from .ui import summary_line
 
     summary = Summary(up_to_date=SENTINEL)

@@ -23,19 +23,20 @@ from __future__ import annotations
 import marshal
 import os
 import re
-from dataclasses import dataclass
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, fastpath
-from .splice import ENTRY_HEADER, SplicedLock, Stats, discard, save_states
+from .splice import ENTRY_HEADER, Found, SplicedLock, Stats, discard, save_states
 from .tablediff import changed_tables, cut, table_text
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
     from .project import Project
     from .target import Target
+    from .ui import Reporter
 
 FORMAT = 2
 FILE = "change.marshal"
@@ -139,29 +140,11 @@ class _Context:
         self.cache.put_copy(self.root / rel)  # as Project.cache_copy: the cache takes a copy
 
 
-@dataclass
-class _Found:
-    """What preparing found: the state, the new manifest, and the scoped targets in build order."""
-
-    root: str
-    manifest_path: str
-    state_dir: str
-    noop: tuple[Any, ...]  # fastpath's state, as read
-    state: tuple[Any, ...]  # this module's state, as read
-    new: bytes  # the manifest's bytes now
-    new_sizes: tuple[int, ...]  # each table's length in them
-    fresh: dict[str, Target]  # the tables edited, resolved again
-    targets: dict[str, Target]  # they and their readers, in build order
-    deps: dict[str, list[str]]
-    lock: bytes  # the lock's bytes, as recorded
-    lock_path: str
-    settings: dict[str, Any]
-    count: int  # targets in the manifest
-
-
-def build(args: argparse.Namespace) -> int | None:
+def build(args: argparse.Namespace, reporter_for: Callable[[argparse.Namespace], Reporter],
+          collect_garbage: Callable[[], None]) -> int | None:
     """Build a change to a few target tables and return the exit code, or return None (having
-    written nothing) for the full path."""
+    written nothing) for the full path. The command line gives its reporter and its garbage
+    collector's setting for a build (this module does not import cli.py, which imports it)."""
     try:
         found = _prepare(args)
     except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as exc:
@@ -169,10 +152,10 @@ def build(args: argparse.Namespace) -> int | None:
     if isinstance(found, str):
         _trace(f"full: {found}")
         return None
-    return _run(found, args)
+    return _run(found, args, reporter_for, collect_garbage)
 
 
-def _prepare(args: argparse.Namespace) -> _Found | str:
+def _prepare(args: argparse.Namespace) -> Found | str:
     if os.environ.get("IMGBUILD_REMOTE_CACHE", "").strip():
         return "a remote cache"
     root, manifest_path = fastpath._paths(args.directory, args.manifest)
@@ -236,7 +219,7 @@ def _prepare(args: argparse.Namespace) -> _Found | str:
     lock_path = os.path.join(root, noop[5])
     with open(lock_path, "rb") as f:
         lock = f.read()  # as unchanged() found it (its bytes were imgbuild's when recorded)
-    return _Found(root=root, manifest_path=manifest_path, state_dir=state_dir, noop=noop, state=state, new=new,
+    return Found(root=root, manifest_path=manifest_path, state_dir=state_dir, noop=noop, state=state, new=new,
                   new_sizes=new_sizes, fresh=fresh, targets=targets, deps=deps, lock=lock,
                   lock_path=lock_path, settings=settings, count=len(order))
 
@@ -281,7 +264,8 @@ class _Resolver:
         return target
 
 
-def _run(found: _Found, args: argparse.Namespace) -> int | None:
+def _run(found: Found, args: argparse.Namespace, reporter_for: Callable[[argparse.Namespace], Reporter],
+         collect_garbage: Callable[[], None]) -> int | None:
     import asyncio
     from pathlib import Path
 
@@ -324,14 +308,12 @@ def _run(found: _Found, args: argparse.Namespace) -> int | None:
             from .incremental import trace_validated
 
             trace_validated(sorted(found.targets))  # as a load that validated these tables again says it
-        from .cli import _collect_garbage_from_now, _reporter
-
         options = BuildOptions(jobs=args.jobs, keep_going=args.keep_going, max_cost_usd=args.max_cost,
                                remote=args.remote)
-        reporter = _reporter(args)
+        reporter = reporter_for(args)
         try:
             check_budget(decisions, options.max_cost_usd)
-            _collect_garbage_from_now()
+            collect_garbage()
             summary = asyncio.run(_build(context, planner, order, reporter, options, decisions))
         finally:
             reporter.close()

@@ -8,6 +8,7 @@ import marshal
 import os
 import re
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import fastpath
@@ -15,9 +16,30 @@ from .lockfile import Lock
 from .statcache import StatCache
 
 if TYPE_CHECKING:
-    from .scoped import _Found
+    from .target import Target
 
 ENTRY_HEADER = re.compile(rb'\n\[targets\.(?:[A-Za-z0-9_-]+|"[^"\n]*")\]\n')
+
+
+@dataclass
+class Found:
+    """What the scoped path found when it prepared (scoped.py), and what its writes here need:
+    the states, the new manifest, and the scoped targets in build order."""
+
+    root: str
+    manifest_path: str
+    state_dir: str
+    noop: tuple[Any, ...]  # fastpath's state, as read
+    state: tuple[Any, ...]  # this module's state, as read
+    new: bytes  # the manifest's bytes now
+    new_sizes: tuple[int, ...]  # each table's length in them
+    fresh: dict[str, Target]  # the tables edited, resolved again
+    targets: dict[str, Target]  # they and their readers, in build order
+    deps: dict[str, list[str]]
+    lock: bytes  # the lock's bytes, as recorded
+    lock_path: str
+    settings: dict[str, Any]
+    count: int  # targets in the manifest
 
 
 def discard(path: Any) -> None:
@@ -156,7 +178,7 @@ def _racy_digest(root: str, rel: str, stats: Stats) -> str:
     return digest
 
 
-def save_states(found: _Found, lock: SplicedLock, stats: Stats, done: bool, state_file: str) -> None:
+def save_states(found: Found, lock: SplicedLock, stats: Stats, done: bool, state_file: str) -> None:
     """After a scoped build that left every target ``ok``: the no-op state and this one, as a full
     run would record them. Otherwise both go (the next run takes the full path)."""
     from .fsutil import atomic_write

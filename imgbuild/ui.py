@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .errors import one_line
 
 if TYPE_CHECKING:
-    from .executor import Summary
+    from .summary import Summary
     from .plan import Decision
 
 STATE_WIDTH = 9

@@ -21,8 +21,36 @@ from ..tablecheck import DEFAULT_COMPRESSION
 from ..target import Target
 
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Protocol
+
     from ..errors import Problem
-    from ..resolve import _TargetResolver
+    from ..inputfiles import Declared
+
+    class _PathRules(Protocol):
+        def reserved(self, rel: str, lock_name: str) -> str | None: ...
+
+    class _TargetResolver(Protocol):
+        """What a recipe uses of the manifest's resolver (resolve.py's, which calls the recipes:
+        named here, not imported, so that neither module imports the other)."""
+
+        @property
+        def root(self) -> Path: ...
+        @property
+        def problems(self) -> list[Problem]: ...
+        @property
+        def defaults(self) -> dict[str, Any]: ...
+        @property
+        def declared(self) -> dict[str, Declared]: ...
+        @property
+        def out_dir(self) -> str: ...
+        @property
+        def lock_name(self) -> str: ...
+        @property
+        def paths(self) -> _PathRules: ...
+        def problem(self, where: str, message: str) -> None: ...
+        def path(self, where: str, value: str) -> str | None: ...
+        def _format(self, at: str, merged: dict[str, Any], table: Any) -> str: ...
 
 MAX_EDGE = 16384  # what a resize or crop may ask for: past it a typo, not an image
 FITS = ("cover", "contain", "fill", "inside")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import model, page
+from .model import Say
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -21,7 +22,6 @@ def write_page(project: Project) -> Path:
     return page.write_static(project.root, project.state_dir, cards, project.root.name)
 
 
-Say = Callable[[dict[str, object], str], None]  # (the JSON event, the plain line): the CLI picks one
 
 
 def review(load: Callable[[], Project], manifest: Path, say: Say, *, serve: bool, port: int,

@@ -7,7 +7,7 @@ each shown only while its bytes can still be had (on disk or in the cache).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,8 @@ from . import history
 if TYPE_CHECKING:
     from ..plan import Decision
     from ..project import Project
+
+Say = Callable[[dict[str, object], str], None]  # what review tells: (the JSON event, the plain line), the CLI picks one
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from .history import HISTORY_FILE
 
 if TYPE_CHECKING:
     from ..project import Project
-    from .command import Say
+    from .model import Say
 
 POLL_MS = 1000
 SHA256 = re.compile(r"[0-9a-f]{64}")
