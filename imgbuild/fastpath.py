@@ -182,10 +182,11 @@ def _check(state: tuple, args: _Args, root: str, manifest_path: str) -> str | No
     return _render(args, names, deps, lines)
 
 
-def unchanged(state: tuple, root: str) -> bool:  # type: ignore[type-arg]
+def unchanged(state: tuple, root: str, read: dict[str, bytes] | None = None) -> bool:  # type: ignore[type-arg]
     """Whether the lock, every folder, input and output are as ``state`` recorded them: one stat
     each, and the bytes of the few a scoped build (scoped.py) left racily clean, which it recorded
-    by digest (written within a timestamp tick of the record, their stat alone proves nothing)."""
+    by digest (written within a timestamp tick of the record, their stat alone proves nothing).
+    ``read``: files the caller has read already (by relative path), whose bytes are checked so."""
     lock_name, lock_sig, files, sigs, dirs, dir_inodes = state[5], state[6], *state[10:14]
     if _signature(os.path.join(root, lock_name)) != lock_sig:
         return False
@@ -205,9 +206,12 @@ def unchanged(state: tuple, root: str) -> bool:  # type: ignore[type-arg]
         from hashlib import sha256  # the lock's digest, as lockfile takes it: 5x blake2's speed here
 
         for rel, digest in racy:
-            with open(prefix + rel, "rb") as f:
-                if sha256(f.read()).hexdigest() != digest:
-                    return False
+            data = read.get(rel) if read else None
+            if data is None:
+                with open(prefix + rel, "rb") as f:
+                    data = f.read()
+            if sha256(data).hexdigest() != digest:
+                return False
     return True
 
 

@@ -193,6 +193,16 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     _atomic(path, lambda f: f.write(data), durable)  # type: ignore[arg-type, return-value]
 
 
+def atomic_write_parts(path: Path, parts: Iterable[bytes | memoryview], *, durable: bool = True) -> None:
+    """:func:`atomic_write` of the pieces one after another, never joined in memory."""
+
+    def write(out: BinaryIO) -> None:
+        for part in parts:
+            out.write(part)
+
+    _atomic(path, write, durable)
+
+
 def atomic_copy(source: Path, dest: Path, *, mode: int = 0o644, dirs: DirSyncs | None = None) -> None:
     """Copy ``source`` to ``dest`` atomically (streamed, never held in memory). With ``dirs``,
     the folder's fsync is left to its next :meth:`DirSyncs.flush`."""

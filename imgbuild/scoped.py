@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .target import Target
     from .ui import Reporter
 
-FORMAT = 2
+FORMAT = 3
 FILE = "change.marshal"
 
 
@@ -90,6 +90,8 @@ def _state(project: Project, overrides: tuple[str | None, str | None], manifest_
     if inc is None or whole is None or inc.get("global") != whole.global_digest or \
             inc.get("overrides") != incremental._overrides(Overrides.from_env(*overrides)):
         return None  # the manifest-wide values are taken from incremental's state: it must be of this text
+    import hashlib
+
     lock = project.lock.path.read_bytes()
     lock_sig = fastpath._signature(str(project.lock.path))  # after the read: a rewrite since shows
     head = HEADER + f"version = {LOCK_VERSION}\n"
@@ -106,7 +108,8 @@ def _state(project: Project, overrides: tuple[str | None, str | None], manifest_
     starts = [s for s, _ in sections] + [len(data)]
     sizes = tuple(b - a for a, b in zip(starts, starts[1:]))  # offsets move with every edit; sizes do not
     return (FORMAT, __version__, manifest_digest, data, (starts[0], sizes), tuple(n for _, n in sections),
-            os.environ.get("IMGBUILD_API_KEY_ENV"), inc["globals"], settings, tuple(map(tuple, users)), lock_sig)
+            os.environ.get("IMGBUILD_API_KEY_ENV"), inc["globals"], settings, tuple(map(tuple, users)), lock_sig,
+            hashlib.sha256(lock).hexdigest())
 
 
 def _canonical(lock: bytes, head: str, names: list[str], project: Project) -> bool:
@@ -167,8 +170,10 @@ def _prepare(args: argparse.Namespace) -> Found | str:
         return "no-op state of another run"
     with open(os.path.join(state_dir, FILE), "rb") as f:
         state = marshal.loads(f.read())
-    (fmt, version, old_digest, old, (head, sizes), names, key_env, globals_, settings, users, lock_sig) = state
-    if (fmt != FORMAT or version != __version__ or old_digest != noop[3] or lock_sig != noop[6]
+    if state[:2] != (FORMAT, __version__):
+        return "change state of another version"
+    (_, _, old_digest, old, (head, sizes), names, key_env, globals_, settings, users, lock_sig, lock_digest) = state
+    if (old_digest != noop[3] or lock_sig != noop[6]
             or key_env != os.environ.get("IMGBUILD_API_KEY_ENV")):
         return "change state of another run"
     with open(manifest_path, "rb") as f:
@@ -177,7 +182,10 @@ def _prepare(args: argparse.Namespace) -> Found | str:
     changed = changed_tables(old, new, starts, sizes, names)
     if isinstance(changed, str):
         return changed
-    if not fastpath.unchanged(noop, root):
+    lock_path = os.path.join(root, noop[5])
+    with open(lock_path, "rb") as f:
+        lock = f.read()  # read once: checked below if it is racily clean, then spliced
+    if not fastpath.unchanged(noop, root, {noop[5]: lock}):
         return "a file changed"
     if os.path.exists(os.path.join(state_dir, "lock.journal")):
         return "a journal to replay"
@@ -216,12 +224,9 @@ def _prepare(args: argparse.Namespace) -> Found | str:
         return "a mask, derived target, candidates or pin in the scope"
     deps_of = marshal.loads(noop[9])
     deps = {order[i]: [order[d] for d in deps_of[i]] for i in sorted(scope)}
-    lock_path = os.path.join(root, noop[5])
-    with open(lock_path, "rb") as f:
-        lock = f.read()  # as unchanged() found it (its bytes were imgbuild's when recorded)
     return Found(root=root, manifest_path=manifest_path, state_dir=state_dir, noop=noop, state=state, new=new,
                   new_sizes=new_sizes, fresh=fresh, targets=targets, deps=deps, lock=lock,
-                  lock_path=lock_path, settings=settings, count=len(order))
+                  lock_digest=lock_digest, lock_path=lock_path, settings=settings, count=len(order))
 
 
 class _Resolver:
@@ -278,7 +283,7 @@ def _run(found: Found, args: argparse.Namespace, reporter_for: Callable[[argpars
     settings = ProviderSettings(**found.settings)
     preset = PRESETS[settings.preset]
     root, state_dir = Path(found.root), Path(found.state_dir)
-    lock = SplicedLock(Path(found.lock_path), state_dir, found.lock, list(found.targets))
+    lock = SplicedLock(Path(found.lock_path), state_dir, found.lock, found.lock_digest, list(found.targets))
     if isinstance(lock.problem, str):
         _trace(f"full: {lock.problem}")
         return None

@@ -37,6 +37,7 @@ class Found:
     targets: dict[str, Target]  # they and their readers, in build order
     deps: dict[str, list[str]]
     lock: bytes  # the lock's bytes, as recorded
+    lock_digest: str  # their sha256, as recorded
     lock_path: str
     settings: dict[str, Any]
     count: int  # targets in the manifest
@@ -68,10 +69,10 @@ class Stats(StatCache):
 
 class SplicedLock(Lock):
     """The lock with the scoped targets' entries only: parsed from their text, and written back by
-    replacing that text in the lock's bytes (the other entries' text is copied as it is)."""
+    replacing that text in the lock's bytes (the other entries' text is written from slices of what
+    was read, never copied in memory)."""
 
-    def __init__(self, path: Any, state_dir: Any, data: bytes, names: list[str]) -> None:
-        import hashlib
+    def __init__(self, path: Any, state_dir: Any, data: bytes, digest: str, names: list[str]) -> None:
         import tomllib
 
         from .lockfile import _toml_key, entry_problem
@@ -98,26 +99,30 @@ class SplicedLock(Lock):
             self.targets[name] = entry
             self._spans[name] = (start + 1, end)
         self._original = dict(self.targets)
-        self._saved_digest = self._read_digest = hashlib.sha256(data).hexdigest()
-        self.written = data
+        # The sha256 of ``data``, as the change state recorded it with the lock's signature (or as
+        # the check of a racily clean lock verified it): 8 MB are not hashed again to learn it.
+        self._saved_digest = self._read_digest = digest
 
-    def dumps(self, snapshot: dict[str, dict[str, Any]] | None = None) -> bytes:
+    def _serialized(self, snapshot: dict[str, dict[str, Any]] | None) -> list[bytes | memoryview]:
         import tomli_w
 
         from .lockfile import _sorted
 
         snapshot = dict(self.targets) if snapshot is None else snapshot
-        parts: list[bytes] = []
+        text = memoryview(self._data)
+        parts: list[bytes | memoryview] = []
         at = 0
         for name, (start, end) in sorted(self._spans.items(), key=lambda item: item[1]):
             entry = snapshot[name]
             if entry is self._original[name]:
                 continue
-            parts += [self._data[at:start], tomli_w.dumps({"targets": {name: _sorted(entry)}}).encode()]
+            parts += [text[at:start], tomli_w.dumps({"targets": {name: _sorted(entry)}}).encode()]
             at = end
-        parts.append(self._data[at:])
-        self.written = b"".join(parts)
-        return self.written
+        parts.append(text[at:])
+        return parts
+
+    def dumps(self, snapshot: dict[str, dict[str, Any]] | None = None) -> bytes:
+        return b"".join(self._serialized(snapshot))
 
     def saved_digest(self) -> str:
         if self._saved_digest is None:
@@ -209,7 +214,8 @@ def save_states(found: Found, lock: SplicedLock, stats: Stats, done: bool, state
         noop[3], noop[11] = manifest_digest, tuple(sigs)
         noop[15:] = [tuple(sorted(racy.items()))]
         state = list(found.state)
-        state[2], state[3], state[4], state[10] = manifest_digest, found.new, (state[4][0], found.new_sizes), noop[6]
+        state[2], state[3], state[4] = manifest_digest, found.new, (state[4][0], found.new_sizes)
+        state[10], state[11] = noop[6], lock.saved_digest()
         atomic_write(state_dir / state_file, marshal.dumps(tuple(state)), durable=False)
         atomic_write(state_dir / fastpath.FILE, marshal.dumps(tuple(noop)), durable=False)
     except (OSError, ValueError, IndexError, KeyError):
