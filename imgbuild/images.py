@@ -42,6 +42,16 @@ class ImageInfo:
 
 def image_info(path: Path) -> ImageInfo:
     """Format, dimensions and alpha from the header only; raises ValueError if not an image."""
+    try:
+        with open(path, "rb") as f:
+            plain = _plain_png(f.read(41))
+    except OSError:
+        plain = None
+    return plain if plain is not None else pillow_info(path)
+
+
+def pillow_info(path: Path) -> ImageInfo:
+    """:func:`image_info` as Pillow reads the header."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -56,6 +66,23 @@ def image_info(path: Path) -> ImageInfo:
                             f"({2 * (Image.MAX_IMAGE_PIXELS or 0):,} at most)") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path.name} is not a readable image: {exc}") from exc
+
+
+def _plain_png(head: bytes) -> ImageInfo | None:
+    """What Pillow says of the plainest PNG — 8-bit RGB or RGBA, its IHDR intact and its pixels
+    right after it (as the placeholder writes them) — read from its first 41 bytes, without
+    loading Pillow's PNG plugin (~12 ms). None for any other file: Pillow reads those."""
+    import zlib
+
+    if len(head) < 41 or not head.startswith(PNG_MAGIC) or head[8:16] != b"\0\0\0\x0dIHDR":
+        return None
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    depth, color, compression, filtering, interlace = head[24:29]
+    if (zlib.crc32(head[12:29]) != int.from_bytes(head[29:33], "big") or head[37:41] != b"IDAT"
+            or (depth, color, compression, filtering) not in ((8, 2, 0, 0), (8, 6, 0, 0)) or interlace > 1
+            or not 0 < width * height <= MAX_DECODE_PIXELS // 2):
+        return None
+    return ImageInfo("png", (width, height), color == 6)
 
 
 class ImageTooLarge(ValueError):
