@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -211,18 +212,21 @@ def sync_files(fds: list[int], folders: list[int]) -> None:
     where it is missing or fails. Raises OSError if a file cannot be made durable."""
     if not fds:
         return
-    if len(fds) > 1 and _syncfs is not None:
+    syncfs = _syncfs() if len(fds) > 1 else None
+    if syncfs is not None:
         devices: dict[int, int] = {}
         for dfd in folders:
             devices.setdefault(os.fstat(dfd).st_dev, dfd)
         # A file created in a folder lives on that folder's file system: these cover them all.
-        if all(_syncfs(dfd) == 0 for dfd in devices.values()):
+        if all(syncfs(dfd) == 0 for dfd in devices.values()):
             return
     for fd in fds:
         os.fsync(fd)
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    """libc's syncfs, looked up when first needed (ctypes costs a few ms of every start)."""
     if sys.platform != "linux":
         return None
     try:  # before 5.8, syncfs did not report write-back errors: an fsync each then
@@ -237,8 +241,6 @@ def _load_syncfs() -> Callable[[int], int] | None:
     except (OSError, AttributeError):
         return None
 
-
-_syncfs = _load_syncfs()
 
 
 class BatchedRestores:

@@ -138,17 +138,15 @@ def _paths(directory: str, manifest: str) -> tuple[str, str]:
 
 def answer(argv: list[str]) -> int | None:
     """Print the no-op answer and return the exit code, or return None for the full path."""
-    global _run_started_ns
+    global _run_started_ns, _read, _manifest
     _run_started_ns = time.time_ns()
+    _read = _manifest = None  # what an earlier run in this process read is not this run's
     args = _parse(argv)
     if args is None:
         return None
     try:
         root, manifest_path = _paths(args.directory, args.manifest)
-        with open(os.path.join(root, STATE_DIR, FILE), "rb") as f:
-            # One read, then loads: marshal.load on a file reads it object by object (a call into
-            # the file per path and number), ten times slower than the whole no-op's stats.
-            state = marshal.loads(f.read())
+        state = read_state(os.path.join(root, STATE_DIR, FILE))
         out = _check(state, args, root, manifest_path)
     except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError):
         return None  # no state, or one this code cannot read: the full path decides
@@ -165,6 +163,35 @@ def answer(argv: list[str]) -> int | None:
     return 0
 
 
+_read: tuple[str, tuple[int, int, int], tuple] | None = None  # type: ignore[type-arg]  # the last state read
+
+
+def read_state(path: str) -> tuple:  # type: ignore[type-arg]
+    """The no-op state at ``path``; read once while the file stays as it was (the scoped path
+    asks for it after the fast path did)."""
+    global _read
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        sig = (st.st_size, st.st_mtime_ns, st.st_ino)
+        if _read is None or _read[:2] != (path, sig):
+            # One read, then loads: marshal.load on a file reads it object by object (a call into
+            # the file per path and number), ten times slower than the whole no-op's stats.
+            _read = (path, sig, marshal.loads(f.read()))
+    return _read[2]
+
+
+_manifest: tuple[str, bytes] | None = None  # the manifest this run read, and where from
+
+
+def read_manifest(path: str) -> bytes:
+    """The manifest's bytes, read once per run (the scoped path reads them after the fast path)."""
+    global _manifest
+    if _manifest is None or _manifest[0] != path:
+        with open(path, "rb") as f:
+            _manifest = (path, f.read())
+    return _manifest[1]
+
+
 def _check(state: tuple, args: _Args, root: str, manifest_path: str) -> str | None:  # type: ignore[type-arg]
     (fmt, version, manifest_name, manifest_digest, overrides, lock_name, lock_sig, lock_complete,
      names, deps, files, sigs, dirs, dir_inodes, lines) = state[:15]
@@ -174,9 +201,8 @@ def _check(state: tuple, args: _Args, root: str, manifest_path: str) -> str | No
         return None
     if args.command == "build" and not args.targets and not lock_complete:
         return None  # a full build drops lock entries of targets no longer in the manifest
-    with open(manifest_path, "rb") as f:
-        if digest_of(f.read()) != manifest_digest:
-            return None
+    if digest_of(read_manifest(manifest_path)) != manifest_digest:
+        return None
     if not unchanged(state, root):
         return None
     return _render(args, names, deps, lines)
@@ -213,6 +239,36 @@ def unchanged(state: tuple, root: str, read: dict[str, bytes] | None = None) -> 
             if sha256(data).hexdigest() != digest:
                 return False
     return True
+
+
+def unchanged_meanwhile(state: tuple, root: str, read: dict[str, bytes] | None = None):  # type: ignore[no-untyped-def, type-arg]
+    """Start :func:`unchanged` and return a function that waits for its answer. On Linux it runs in
+    a child forked for it, on the other core, while this process goes on loading the engine and
+    planning (in a thread it would not: each stat would wait for the GIL); elsewhere, or where
+    threads already run (fork would copy their locks), it has run before this returns. The
+    caller must write nothing before it has the answer."""
+    import threading
+
+    if sys.platform != "linux" or threading.active_count() > 1:
+        answer = unchanged(state, root, read)
+        return lambda: answer
+    try:
+        pid = os.fork()
+    except OSError:
+        answer = unchanged(state, root, read)
+        return lambda: answer
+    if pid == 0:  # the child: one answer in its exit status, and nothing else of this process
+        code = 2
+        try:
+            code = 0 if unchanged(state, root, read) else 1
+        finally:
+            os._exit(code)
+
+    def wait() -> bool:
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) == 0
+
+    return wait
 
 
 _seen: tuple[bytes, bytes] = (b"", b"")  # the manifest this run hashed, and its digest

@@ -163,8 +163,7 @@ def _prepare(args: argparse.Namespace) -> Found | str:
         return "a remote cache"
     root, manifest_path = fastpath._paths(args.directory, args.manifest)
     state_dir = os.path.join(root, fastpath.STATE_DIR)
-    with open(os.path.join(state_dir, fastpath.FILE), "rb") as f:
-        noop = marshal.loads(f.read())
+    noop = fastpath.read_state(os.path.join(state_dir, fastpath.FILE))
     if (noop[0] != fastpath.FORMAT or noop[1] != __version__ or noop[2] != os.path.basename(manifest_path)
             or noop[4] != fastpath._overrides(args.provider, args.base_url) or not noop[7]):
         return "no-op state of another run"
@@ -176,8 +175,7 @@ def _prepare(args: argparse.Namespace) -> Found | str:
     if (old_digest != noop[3] or lock_sig != noop[6]
             or key_env != os.environ.get("IMGBUILD_API_KEY_ENV")):
         return "change state of another run"
-    with open(manifest_path, "rb") as f:
-        new = f.read()
+    new = fastpath.read_manifest(manifest_path)
     starts = list(accumulate(sizes, initial=head))  # where each table starts, and the end
     changed = changed_tables(old, new, starts, sizes, names)
     if isinstance(changed, str):
@@ -185,10 +183,10 @@ def _prepare(args: argparse.Namespace) -> Found | str:
     lock_path = os.path.join(root, noop[5])
     with open(lock_path, "rb") as f:
         lock = f.read()  # read once: checked below if it is racily clean, then spliced
-    if not fastpath.unchanged(noop, root, {noop[5]: lock}):
-        return "a file changed"
     if os.path.exists(os.path.join(state_dir, "lock.journal")):
         return "a journal to replay"
+    # Every other file is as recorded? Asked now, answered before anything is written (_run).
+    unchanged = fastpath.unchanged_meanwhile(noop, root, {noop[5]: lock})
     tables, new_sizes = changed
     new_starts = list(accumulate(new_sizes, initial=head))
     resolver = _Resolver(root, globals_, settings, noop[5])
@@ -226,7 +224,8 @@ def _prepare(args: argparse.Namespace) -> Found | str:
     deps = {order[i]: [order[d] for d in deps_of[i]] for i in sorted(scope)}
     return Found(root=root, manifest_path=manifest_path, state_dir=state_dir, noop=noop, state=state, new=new,
                   new_sizes=new_sizes, fresh=fresh, targets=targets, deps=deps, lock=lock,
-                  lock_digest=lock_digest, lock_path=lock_path, settings=settings, count=len(order))
+                  lock_digest=lock_digest, lock_path=lock_path, settings=settings, count=len(order),
+                  unchanged=unchanged)
 
 
 class _Resolver:
@@ -300,6 +299,9 @@ def _run(found: Found, args: argparse.Namespace, reporter_for: Callable[[argpars
     if estimate > settings.confirm_above_usd and not args.yes:
         _trace("full: a confirmation")
         return None  # the full path asks (or not), as it always does
+    if not found.unchanged():
+        _trace("full: a file changed")
+        return None
     run_lock = _take_run_lock(state_dir)
     if run_lock is None:
         _trace("full: busy")
