@@ -25,7 +25,8 @@ CACHE_LAYER = {"cache.py", "remotecache.py", "remote"}
 FOLDER_NAMES = {"object_path", "staging_dir", "discard_staging", "adopt_leftovers", "incoming", "admit"}
 PRIVATE_LAYOUT = {"_object", "_run"}  # LocalCache's path builders, reached from outside
 LAYOUT_LITERALS = ("objects", "runs", "projects.json")  # the cache folder's entries
-INTERFACE_ONLY = {"executor.py", "plan.py", "context.py", "safekeep.py", "copybatch.py", "takes.py"}
+INTERFACE_ONLY = {"executor.py", "requesting.py", "restoring.py", "deriving.py", "lockwriter.py", "budget.py",
+                  "plan.py", "context.py", "safekeep.py", "copybatch.py", "takes.py"}
 
 
 def engine_modules() -> list[Path]:
