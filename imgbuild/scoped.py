@@ -186,7 +186,7 @@ def _prepare(args: argparse.Namespace) -> Found | str:
     if os.path.exists(os.path.join(state_dir, "lock.journal")):
         return "a journal to replay"
     # Every other file is as recorded? Asked now, answered before anything is written (_run).
-    unchanged = fastpath.unchanged_meanwhile(noop, root, {noop[5]: lock})
+    unchanged = fastpath.in_child(lambda: fastpath.unchanged(noop, root, {noop[5]: lock}))
     tables, new_sizes = changed
     new_starts = list(accumulate(new_sizes, initial=head))
     resolver = _Resolver(root, globals_, settings, noop[5])
@@ -274,7 +274,7 @@ def _run(found: Found, args: argparse.Namespace, reporter_for: Callable[[argpars
     from pathlib import Path
 
     from .cache import LocalCache
-    from .executor import BuildOptions, Executor, check_budget
+    from .executor import BuildOptions, check_budget
     from .plan import Action, Planner
     from .providers import PRESETS
     from .providers.base import ProviderSettings

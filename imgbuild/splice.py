@@ -43,7 +43,7 @@ class Found:
     lock_path: str
     settings: dict[str, Any]
     count: int  # targets in the manifest
-    unchanged: Callable[[], bool]  # whether every other file is as recorded (waits for the answer)
+    unchanged: Callable[..., bool]  # whether every other file is as recorded (waits for the answer)
 
 
 def discard(path: Any) -> None:
