@@ -71,7 +71,9 @@ def render(request: ImageRequest, index: int, path: Path) -> None:
     bg, ink = _palette(seed)
     transparent = request.background == "transparent" and request.output_format in ("png", "webp")
 
-    canvas = Image.new("RGBA", (width, height), (0, 0, 0, 0) if transparent else (*bg, 255))
+    # Opaque and drawn from nothing: RGB from the start (the same pixels as RGBA converted after).
+    mode = "RGBA" if transparent or request.images else "RGB"
+    canvas = Image.new(mode, (width, height), (0, 0, 0, 0) if transparent else (*bg, 255)[:len(mode)])
     if request.images:
         _compose_inputs(canvas, request)
     margin = max(8, width // 32)
@@ -102,7 +104,7 @@ def render(request: ImageRequest, index: int, path: Path) -> None:
     tag = f"placeholder · {request.quality} · {request.size}"
     draw.text((x, height - margin * 2 - line_h), tag, font=body, fill=(*ink, 255))
 
-    _save(canvas if transparent else canvas.convert("RGB"), path, request)
+    _save(canvas if transparent or mode == "RGB" else canvas.convert("RGB"), path, request)
 
 
 def _compose_inputs(canvas: Any, request: ImageRequest) -> None:
