@@ -132,12 +132,12 @@ def test_newer_lock_format_fails_clearly(project: Project) -> None:
 
 def test_an_internal_error_says_so_and_saves_the_traceback(monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from imgbuild import cli
+    from imgbuild import cli, commands
 
     def broken(args: object) -> int:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "cmd_schema", broken)
+    monkeypatch.setattr(commands, "cmd_schema", broken)
     code = cli.main(["schema"])
     err = capsys.readouterr().err
     assert code == 3
