@@ -192,6 +192,7 @@ class Project:
         order = self.select(names)
         # force: None forces nothing; () forces every selected target; names force those.
         forced = set() if force is None else set(force) or set(order)
+        self.stats.prefetch(_files_planned(self.targets, self.producers, order))
         planner = Planner(self.targets, self.producers, self.resolved.preset.canonical_model(self.settings.model),
                           self.settings.preset, self.settings.prices, self.lock, self.cache, self.stats, forced)
         if self._changes is not None:
@@ -557,6 +558,14 @@ def _entries_can_wait(plan: Plan, options: BuildOptions, confirm: Callable[[Plan
     than all before the first: only when no answer could change what happens before the build
     (nobody is asked to confirm it, and the budget holds even if every target were requested)."""
     return confirm is None and (options.max_cost_usd is None or plan.estimate_usd <= options.max_cost_usd)
+
+
+def _files_planned(targets: dict[str, Target], producers: dict[str, str], order: Sequence[str]) -> Iterator[str]:
+    """The files a plan of ``order`` hashes: every output, and each input no target makes."""
+    for name in order:
+        target = targets[name]
+        yield from target.outputs
+        yield from (p for p in target.images + ((target.mask,) if target.mask else ()) if p not in producers)
 
 
 def _ignored_base_url(data: bytes, name: str, overrides: Overrides, flag: str | None) -> str | None:

@@ -4,6 +4,11 @@ A file rewritten within one timestamp tick, at the same size, keeps its (size, m
 with its index, an entry is trusted only if the file's mtime is clearly older than the moment the
 cache was last saved; a newer ("racily clean") one is hashed again, and settles with the next save.
 Entries hashed or recorded during this run are trusted for the rest of it.
+
+The files a plan will hash can be hashed ahead of it, on threads of their own (:meth:`StatCache.prefetch`):
+hashlib lets go of the GIL while it hashes, so a fresh checkout's files are read and hashed on every
+core while the planner works. What is decided does not change: a digest hashed ahead is used only
+if the file still has the (size, mtime, inode, ctime) it had when the hashing began.
 """
 
 from __future__ import annotations
@@ -11,14 +16,24 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .cache import file_sha256
 from .fsutil import atomic_write
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
 STAT_VERSION = 2
 RACY_NS = 1_000_000_000  # far above any local filesystem's timestamp granularity
+PREFETCH_MIN_BYTES = 8 * 1024 * 1024  # below this, starting threads costs more than it saves
+HASH_THREADS = 4  # at most; two at least, so that one reads while the other hashes
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 class StatCache:
@@ -29,6 +44,8 @@ class StatCache:
         self.saved_ns = 0
         self.dirty = False
         self._fresh: set[str] = set()
+        # rel → (the signature it had, its digest being computed): see prefetch().
+        self._ahead: dict[str, tuple[tuple[int, int, int, int], Future[str]]] = {}
         # Asked before a file is hashed: its sha256 if someone already verified it (gitcheck.py).
         self.vouch: Callable[[str, os.stat_result], str | None] | None = None
         try:
@@ -46,14 +63,57 @@ class StatCache:
             st = os.stat(full)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        entry = self.entries.get(rel)
-        if (type(entry) is list and len(entry) == 4 and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
-                and entry[2] == st.st_ino
-                and (rel in self._fresh or st.st_mtime_ns < self.saved_ns - RACY_NS)):
-            return str(entry[3])
-        sha = (self.vouch(rel, st) if self.vouch is not None else None) or file_sha256(Path(full))
+        if self._trusted(rel, st):
+            return str(self.entries[rel][3])
+        sha = self._hashed_ahead(rel, st) or (self.vouch(rel, st) if self.vouch is not None else None) \
+            or file_sha256(Path(full))
         self._remember(rel, st, sha)
         return sha
+
+    def _trusted(self, rel: str, st: os.stat_result) -> bool:
+        entry = self.entries.get(rel)
+        return (type(entry) is list and len(entry) == 4 and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
+                and entry[2] == st.st_ino
+                and (rel in self._fresh or st.st_mtime_ns < self.saved_ns - RACY_NS))
+
+    def _hashed_ahead(self, rel: str, st: os.stat_result) -> str | None:
+        """The digest prefetch() computed, if the file is still the one it hashed."""
+        ahead = self._ahead.pop(rel, None)
+        if ahead is None or ahead[0] != _signature(st):
+            return None
+        try:
+            return ahead[1].result()
+        except OSError:
+            return None  # hashed again here, where its error is raised as before
+
+    def prefetch(self, rels: Iterable[str]) -> None:
+        """Start hashing the files among ``rels`` that :meth:`digest` would hash (neither trusted
+        here nor vouched for), each on one of a few threads, when there is enough to hash for it
+        to pay. digest() then takes each result, in whatever order it asks."""
+        todo: list[tuple[str, os.stat_result]] = []
+        size = 0
+        for rel in dict.fromkeys(rels):
+            try:
+                st = os.stat(os.path.join(self.root, rel))
+            except OSError:
+                continue  # digest() says what it is
+            if rel in self._ahead or self._trusted(rel, st):
+                continue
+            sha = self.vouch(rel, st) if self.vouch is not None else None
+            if sha is not None:
+                self._remember(rel, st, sha)
+                continue
+            todo.append((rel, st))
+            size += st.st_size
+        if size < PREFETCH_MIN_BYTES or len(todo) < 2:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = max(2, min(HASH_THREADS, os.cpu_count() or 1, len(todo)))
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="imgbuild-hash")
+        for rel, st in todo:
+            self._ahead[rel] = (_signature(st), pool.submit(file_sha256, Path(os.path.join(self.root, rel))))
+        pool.shutdown(wait=False)  # its threads end once the queue is done (the CLI waits for them)
 
     def record(self, rel: str, sha256: str) -> None:
         """Remember the digest of a file the build has just written."""

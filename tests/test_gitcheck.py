@@ -159,3 +159,22 @@ def test_outside_a_git_work_tree_every_output_is_hashed(make_project, monkeypatc
     code, opened = _check_in_process(clone, monkeypatch)
     assert code == 0
     assert opened == ["castle.png", "crowned.png", "hero.png"]
+
+
+def test_outputs_hashed_ahead_on_threads_are_decided_as_when_hashed_in_turn(make_project, monkeypatch,  # type: ignore[no-untyped-def]
+                                                                              capsys) -> None:
+    from imgbuild import statcache
+
+    monkeypatch.setattr(statcache, "PREFETCH_MIN_BYTES", 0)  # hash these small files ahead too
+    clone = _clone(make_project)
+    castle = clone.root / "assets/castle.png"
+    st = castle.stat()
+    _flip_a_byte(castle)
+    os.utime(castle, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.utime(clone.root / ".git" / "index", ns=(st.st_mtime_ns, st.st_mtime_ns))  # git vouches for none
+    code, opened = _check_in_process(clone, monkeypatch)
+    assert code == 1
+    assert opened == ["castle.png", "crowned.png", "hero.png"]
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [words[:2] for words in lines] == [["castle", "modified"], ["hero", "ok"], ["crowned", "ok"]]
+    assert "assets/castle.png was edited by hand" in " ".join(lines[0])
