@@ -531,14 +531,43 @@ def _numbered(path: str, i: int) -> str:
 
 def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Overrides) -> Resolved:
     """Validate and resolve a parsed manifest completely; raise ManifestError with every problem."""
-    from .graph import find_cycles, producers_of
+    plain = resolve_plain(raw, root, manifest_name, overrides)
+    if plain is not None:
+        return plain
     from .manifest import ManifestFile
 
     dropped: dict[str, set[str]] = {}
     model, tables, problems = validate_shape(raw, dropped)
     if model is None:
         model = ManifestFile.model_validate({})
-    settings, preset = resolve_settings(model.provider, overrides, problems)
+    resolved = _resolve_tables(raw, model, model.provider, tables, dropped, problems, root, manifest_name, overrides)
+    if problems:
+        raise ManifestError(manifest_name, problems)
+    return resolved
+
+
+def resolve_plain(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Overrides) -> Resolved | None:
+    """:func:`resolve` without pydantic, for a manifest whose every part is certainly valid
+    (tablecheck.plain_manifest) and that has no problem; else None, and resolve() validates it all
+    with pydantic, whose messages are the ones given."""
+    from .tablecheck import plain_manifest
+
+    found = plain_manifest(raw)
+    if found is None:
+        return None
+    model, provider, tables = found
+    problems: list[Problem] = []
+    resolved = _resolve_tables(raw, model, provider, tables, {}, problems, root, manifest_name, overrides)  # type: ignore[arg-type]
+    return None if problems else resolved
+
+
+def _resolve_tables(raw: dict[str, Any], model: ManifestFile, provider: Any, tables: dict[str, TargetTable],
+                    dropped: dict[str, set[str]], problems: list[Problem], root: Path, manifest_name: str,
+                    overrides: Overrides) -> Resolved:
+    """The targets of validated tables, with every problem the semantic pass finds in ``problems``."""
+    from .graph import find_cycles, producers_of
+
+    settings, preset = resolve_settings(provider, overrides, problems)
     resolver = _TargetResolver(model, root, preset.capabilities, problems, var_names(raw.get("vars", {})),
                                lock_name=Path(manifest_name).with_suffix(".lock").name)
     targets: dict[str, Target] = {}
@@ -552,6 +581,4 @@ def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Over
     check_files(root, resolver.declared, preset.capabilities, problems)
     recipe.check_sources(root, targets, producers, problems)
     problems.extend(find_cycles(targets, producers))
-    if problems:
-        raise ManifestError(manifest_name, problems)
     return Resolved(model, targets, settings, preset)

@@ -37,6 +37,10 @@ def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
 
 
 class StatCache:
+    # rel → (the signature it had, its digest being computed), made by prefetch(): none until then
+    # (splice.Stats, a stat cache without its file, does not call __init__).
+    _ahead: dict[str, tuple[tuple[int, int, int, int], Future[str]]] | None = None
+
     def __init__(self, root: Path, path: Path) -> None:
         self.root = root
         self.path = path
@@ -44,8 +48,6 @@ class StatCache:
         self.saved_ns = 0
         self.dirty = False
         self._fresh: set[str] = set()
-        # rel → (the signature it had, its digest being computed): see prefetch().
-        self._ahead: dict[str, tuple[tuple[int, int, int, int], Future[str]]] = {}
         # Asked before a file is hashed: its sha256 if someone already verified it (gitcheck.py).
         self.vouch: Callable[[str, os.stat_result], str | None] | None = None
         try:
@@ -78,7 +80,7 @@ class StatCache:
 
     def _hashed_ahead(self, rel: str, st: os.stat_result) -> str | None:
         """The digest prefetch() computed, if the file is still the one it hashed."""
-        ahead = self._ahead.pop(rel, None)
+        ahead = self._ahead.pop(rel, None) if self._ahead else None
         if ahead is None or ahead[0] != _signature(st):
             return None
         try:
@@ -92,12 +94,13 @@ class StatCache:
         to pay. digest() then takes each result, in whatever order it asks."""
         todo: list[tuple[str, os.stat_result]] = []
         size = 0
+        ahead = self._ahead = self._ahead or {}
         for rel in dict.fromkeys(rels):
             try:
                 st = os.stat(os.path.join(self.root, rel))
             except OSError:
                 continue  # digest() says what it is
-            if rel in self._ahead or self._trusted(rel, st):
+            if rel in ahead or self._trusted(rel, st):
                 continue
             sha = self.vouch(rel, st) if self.vouch is not None else None
             if sha is not None:
@@ -112,7 +115,7 @@ class StatCache:
         threads = max(2, min(HASH_THREADS, os.cpu_count() or 1, len(todo)))
         pool = ThreadPoolExecutor(threads, thread_name_prefix="imgbuild-hash")
         for rel, st in todo:
-            self._ahead[rel] = (_signature(st), pool.submit(file_sha256, Path(os.path.join(self.root, rel))))
+            ahead[rel] = (_signature(st), pool.submit(file_sha256, Path(os.path.join(self.root, rel))))
         pool.shutdown(wait=False)  # its threads end once the queue is done (the CLI waits for them)
 
     def record(self, rel: str, sha256: str) -> None:
