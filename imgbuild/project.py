@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import difflib
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cache import CacheStore, LocalCache
 from .errors import ImgbuildError, ManifestError, ProjectBusy, StateFileError, UnsafePath, UsageError
-from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry, utc_now
+from .summary import BuildOptions, Summary  # the executor (and asyncio) only where a build needs it
 from .fsutil import allow_writes_under, atomic_write, is_inside, remove, remove_leftovers
 from .graph import closure, dependencies, producers_of, topological_order
 from .lockfile import Lock
@@ -217,6 +216,8 @@ class Project:
         plan = self.plan(names, force=force)
         if not plan.has_work:
             return plan  # nothing to look up: no connection
+        import asyncio
+
         try:
             return asyncio.run(self._consult_remote(plan, names, force, remote, on_warning, confirm=True))
         finally:
@@ -253,6 +254,8 @@ class Project:
         confirm: Callable[[Plan], bool] | None = None,
     ) -> Summary:
         """Bring the selected targets up to date. Returns the summary; raises ImgbuildError."""
+        import asyncio
+
         return asyncio.run(self.abuild(names, options, reporter, confirm=confirm))
 
     async def abuild(
@@ -264,6 +267,8 @@ class Project:
         confirm: Callable[[Plan], bool] | None = None,
     ) -> Summary:
         """:meth:`build` for callers that already run an event loop (watch mode)."""
+        from .executor import check_budget
+
         options = options or BuildOptions()
         reporter = reporter or NullReporter()  # a library is quiet unless asked to speak
         plan = self.plan(names, force=options.force)
@@ -281,6 +286,10 @@ class Project:
 
     async def _abuild(self, plan: Plan, gone: list[str], names: Sequence[str], options: BuildOptions,
                       reporter: Reporter, confirm: Callable[[Plan], bool] | None) -> Summary:
+        import asyncio
+
+        from .executor import Executor, check_budget
+
         deferred = False
         if plan.has_work:  # what the remote cache restores costs nothing: before the budget's check
             deferred = _entries_can_wait(plan, options, confirm)
@@ -413,6 +422,8 @@ class Project:
 
     @contextlib.asynccontextmanager
     async def _arun_lock(self, reporter: Reporter) -> AsyncIterator[None]:
+        import asyncio
+
         from filelock import Timeout
 
         lock = self._file_lock()
@@ -550,6 +561,8 @@ class Project:
             outputs.append((rel, info))
         # Into the lock and the objects, not the run cache: a person's touch-up is this project's
         # answer to the spec, not what the API returned for it anywhere else.
+        from .executor import lock_entry, utc_now
+
         self.lock.set(name, lock_entry(decision, outputs, "accepted", None, utc_now()))
 
 

@@ -602,7 +602,8 @@ def resolve_plain(raw: dict[str, Any], root: Path, manifest_name: str, overrides
         return None
     model, provider, tables = found
     problems: list[Problem] = []
-    resolved = _resolve_tables(raw, model, provider, tables, {}, problems, root, manifest_name, overrides)  # type: ignore[arg-type]
+    resolved = _resolve_tables(raw, model, provider, tables, {}, problems,  # type: ignore[arg-type]
+                               root, manifest_name, overrides)
     return None if problems else resolved
 
 

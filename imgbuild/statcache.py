@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .cache import file_sha256
 from .fsutil import atomic_write
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
 
 STAT_VERSION = 2
 RACY_NS = 1_000_000_000  # far above any local filesystem's timestamp granularity
@@ -39,7 +36,7 @@ def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
 class StatCache:
     # rel → (the signature it had, its digest being computed), made by prefetch(): none until then
     # (splice.Stats, a stat cache without its file, does not call __init__).
-    _ahead: dict[str, tuple[tuple[int, int, int, int], Future[str]]] | None = None
+    _ahead: dict[str, tuple[tuple[int, int, int, int], _Hashing]] | None = None
 
     def __init__(self, root: Path, path: Path) -> None:
         self.root = root
@@ -83,10 +80,7 @@ class StatCache:
         ahead = self._ahead.pop(rel, None) if self._ahead else None
         if ahead is None or ahead[0] != _signature(st):
             return None
-        try:
-            return ahead[1].result()
-        except OSError:
-            return None  # hashed again here, where its error is raised as before
+        return ahead[1].result(rel)  # None if it failed: hashed again here, where its error is raised
 
     def prefetch(self, rels: Iterable[str]) -> None:
         """Start hashing the files among ``rels`` that :meth:`digest` would hash (neither trusted
@@ -110,13 +104,10 @@ class StatCache:
             size += st.st_size
         if size < PREFETCH_MIN_BYTES or len(todo) < 2:
             return
-        from concurrent.futures import ThreadPoolExecutor
-
         threads = max(2, min(HASH_THREADS, os.cpu_count() or 1, len(todo)))
-        pool = ThreadPoolExecutor(threads, thread_name_prefix="imgbuild-hash")
+        hashing = _Hashing(self.root, [rel for rel, _ in todo], threads)
         for rel, st in todo:
-            ahead[rel] = (_signature(st), pool.submit(file_sha256, Path(os.path.join(self.root, rel))))
-        pool.shutdown(wait=False)  # its threads end once the queue is done (the CLI waits for them)
+            ahead[rel] = (_signature(st), hashing)
 
     def record(self, rel: str, sha256: str) -> None:
         """Remember the digest of a file the build has just written."""
@@ -147,3 +138,37 @@ class StatCache:
                 # A failed write() names no file: say which one, for the one-line message.
                 raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
             self.dirty = False
+
+
+class _Hashing:
+    """Files hashed in order on a few threads (daemons: they only read, and the process need not
+    wait for them when it ends). Lighter to import than concurrent.futures, whose logging a check
+    would not otherwise load."""
+
+    def __init__(self, root: Path, rels: list[str], threads: int) -> None:
+        self.root = root
+        self._todo = iter(rels)
+        self._take = threading.Lock()
+        self._digests: dict[str, str | None] = {}
+        self._done = {rel: threading.Event() for rel in rels}
+        for _ in range(threads):
+            threading.Thread(target=self._work, name="imgbuild-hash", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._take:
+                rel = next(self._todo, None)
+            if rel is None:
+                return
+            digest = None
+            try:
+                digest = file_sha256(Path(os.path.join(self.root, rel)))
+            except Exception:  # noqa: BLE001 - whoever asks hashes it again, and sees the error itself
+                pass
+            finally:
+                self._digests[rel] = digest
+                self._done[rel].set()
+
+    def result(self, rel: str) -> str | None:
+        self._done[rel].wait()
+        return self._digests[rel]

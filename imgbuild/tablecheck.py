@@ -43,6 +43,9 @@ FIELDS = ("size", "quality", "output_format", "background", "moderation", "outpu
           "from_", "sheet", "crop", "trim", "padding", "resize", "fit", "matte", "lossless", "columns", "atlas")
 
 
+_UNSET = dict.fromkeys(FIELDS)
+
+
 def _sure(key: str, value: Any) -> bool:
     if key in _STRINGS:
         return type(value) is str
@@ -64,12 +67,11 @@ class PlainTable:
     """A valid target table with the attributes and ``model_dump`` the resolver reads of a
     :class:`~imgbuild.manifest.TargetTable`."""
 
-    __slots__ = ("_given", *FIELDS)
-
     def __init__(self, given: dict[str, Any]) -> None:
+        # One update, not a setattr per field: a fresh clone's check makes one per target.
+        self.__dict__.update(_UNSET)
+        self.__dict__.update(given)  # plain_table() let only FIELDS through
         self._given = given
-        for key in FIELDS:
-            setattr(self, key, given.get(key))
 
     def model_dump(self, *, exclude_none: bool = True) -> dict[str, Any]:
         given = self._given

@@ -59,8 +59,8 @@ def test_a_file_rewritten_after_it_was_hashed_ahead_is_hashed_again(tmp_path: Pa
     rels = _files(tmp_path, 3)
     stats = StatCache(tmp_path, tmp_path / "stat.json")
     stats.prefetch(rels)
-    for _, future in stats._ahead.values():
-        future.result()
+    for rel, (_, hashing) in stats._ahead.items():
+        hashing.result(rel)  # all hashed
     path = tmp_path / rels[1]
     st = path.stat()
     time.sleep(0.05)  # past the file system's timestamp tick: its ctime tells
