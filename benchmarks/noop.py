@@ -271,12 +271,13 @@ def bench_clone(n: int, mb: float, work: Path, exe: str, env: dict[str, str], ru
     print(f"fresh clone: cloned in {time.perf_counter() - t0:.1f} s ({total_mb:,.0f} MB of outputs)")
     # check writes nothing (no .imgbuild/ appears), so every run sees the clone as fresh.
     samples = [run([exe, "check"], clone, env)[0] for _ in range(runs)]
+    cpu = CPU.pop(" ".join([exe, "check"]))  # CPU seconds of the same runs (the load moves them less)
     assert not (clone / ".imgbuild").exists()
     no_git = {**env, "GIT_DIR": str(work / "no-such-git-dir")}  # git out of reach: every output hashed
     hashed = [run([exe, "check"], clone, no_git)[0] for _ in range(max(1, runs // 2))]
     print(f"fresh clone, {n:,} targets, {total_mb / n:.1f} MB each: check median {ms(statistics.median(samples))} "
-          f"(runs {', '.join(f'{s:.3f}' for s in samples)}); without git's word: "
-          f"{ms(statistics.median(hashed))}")
+          f"wall, {ms(statistics.median(cpu))} cpu (runs {', '.join(f'{s:.3f}' for s in samples)}; load average "
+          f"{os.getloadavg()[0]:.2f}); without git's word: {ms(statistics.median(hashed))}")
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import difflib
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cache import CacheStore, LocalCache
 from .errors import ImgbuildError, ManifestError, ProjectBusy, StateFileError, UnsafePath, UsageError
-from .executor import BuildOptions, Executor, Summary, check_budget, lock_entry, utc_now
+from .summary import BuildOptions, Summary  # the executor (and asyncio) only where a build needs it
 from .fsutil import allow_writes_under, atomic_write, is_inside, remove, remove_leftovers
 from .graph import closure, dependencies, producers_of, topological_order
 from .lockfile import Lock
@@ -27,6 +26,7 @@ from .statcache import StatCache
 from .ui import NullReporter, Reporter
 
 if TYPE_CHECKING:
+    from .gitcheck import EarlyLook
     from .remotecache import RemoteCache
 
 STATE_DIR = ".imgbuild"
@@ -112,6 +112,7 @@ class Project:
         root_path = manifest_path.parent
         data = read_manifest(manifest_path)
         check_state_dir(root_path)
+        early = _early_look(root_path, manifest_path.with_suffix(".lock"))
         read_ns = time.time_ns()
         overrides = Overrides.from_env(provider, base_url)
         key = resolvecache.key_of(data, overrides)
@@ -121,6 +122,11 @@ class Project:
             resolved, changes = cls._resolve_changes(data, root_path, manifest_path.name, overrides)
         cache = LocalCache(Path(cache_dir) if cache_dir else None)
         project = cls(root_path, manifest_path, resolved, cache)
+        if early is not None:  # git's answers, and the racily clean outputs hashed meanwhile
+            from .gitcheck import GitVouch
+
+            project.stats.vouch = GitVouch(root_path, project.lock.targets, early.done())
+            project.stats.adopt(early.ahead)
         project._resolved_key = key
         if resolved.settings.preset == "placeholder":
             source = _ignored_base_url(data, manifest_path.name, overrides, base_url)
@@ -192,6 +198,7 @@ class Project:
         order = self.select(names)
         # force: None forces nothing; () forces every selected target; names force those.
         forced = set() if force is None else set(force) or set(order)
+        self.stats.prefetch(_files_planned(self.targets, self.producers, order))
         planner = Planner(self.targets, self.producers, self.resolved.preset.canonical_model(self.settings.model),
                           self.settings.preset, self.settings.prices, self.lock, self.cache, self.stats, forced)
         if self._changes is not None:
@@ -216,6 +223,8 @@ class Project:
         plan = self.plan(names, force=force)
         if not plan.has_work:
             return plan  # nothing to look up: no connection
+        import asyncio
+
         try:
             return asyncio.run(self._consult_remote(plan, names, force, remote, on_warning, confirm=True))
         finally:
@@ -252,6 +261,8 @@ class Project:
         confirm: Callable[[Plan], bool] | None = None,
     ) -> Summary:
         """Bring the selected targets up to date. Returns the summary; raises ImgbuildError."""
+        import asyncio
+
         return asyncio.run(self.abuild(names, options, reporter, confirm=confirm))
 
     async def abuild(
@@ -263,6 +274,8 @@ class Project:
         confirm: Callable[[Plan], bool] | None = None,
     ) -> Summary:
         """:meth:`build` for callers that already run an event loop (watch mode)."""
+        from .executor import check_budget
+
         options = options or BuildOptions()
         reporter = reporter or NullReporter()  # a library is quiet unless asked to speak
         plan = self.plan(names, force=options.force)
@@ -280,6 +293,10 @@ class Project:
 
     async def _abuild(self, plan: Plan, gone: list[str], names: Sequence[str], options: BuildOptions,
                       reporter: Reporter, confirm: Callable[[Plan], bool] | None) -> Summary:
+        import asyncio
+
+        from .executor import Executor, check_budget
+
         deferred = False
         if plan.has_work:  # what the remote cache restores costs nothing: before the budget's check
             deferred = _entries_can_wait(plan, options, confirm)
@@ -412,6 +429,8 @@ class Project:
 
     @contextlib.asynccontextmanager
     async def _arun_lock(self, reporter: Reporter) -> AsyncIterator[None]:
+        import asyncio
+
         from filelock import Timeout
 
         lock = self._file_lock()
@@ -549,6 +568,8 @@ class Project:
             outputs.append((rel, info))
         # Into the lock and the objects, not the run cache: a person's touch-up is this project's
         # answer to the spec, not what the API returned for it anywhere else.
+        from .executor import lock_entry, utc_now
+
         self.lock.set(name, lock_entry(decision, outputs, "accepted", None, utc_now()))
 
 
@@ -557,6 +578,24 @@ def _entries_can_wait(plan: Plan, options: BuildOptions, confirm: Callable[[Plan
     than all before the first: only when no answer could change what happens before the build
     (nobody is asked to confirm it, and the budget holds even if every target were requested)."""
     return confirm is None and (options.max_cost_usd is None or plan.estimate_usd <= options.max_cost_usd)
+
+
+def _files_planned(targets: dict[str, Target], producers: dict[str, str], order: Sequence[str]) -> Iterator[str]:
+    """The files a plan of ``order`` hashes: every output, and each input no target makes."""
+    for name in order:
+        target = targets[name]
+        yield from target.outputs
+        yield from (p for p in target.images + ((target.mask,) if target.mask else ()) if p not in producers)
+
+
+def _early_look(root: Path, lock_path: Path) -> EarlyLook | None:
+    """For a checkout with a lock and no stat cache yet (a fresh clone): git asked at once, on a
+    thread, while the manifest is resolved (gitcheck.EarlyLook)."""
+    if (root / STATE_DIR / "stat.json").exists() or not lock_path.exists():
+        return None
+    from .gitcheck import EarlyLook
+
+    return EarlyLook(root, lock_path)
 
 
 def _ignored_base_url(data: bytes, name: str, overrides: Overrides, flag: str | None) -> str | None:

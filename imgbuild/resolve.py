@@ -7,6 +7,7 @@ network, no writes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -88,7 +89,7 @@ def read_manifest(path: Path) -> bytes:
 
 def parse_manifest(data: bytes, name: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        return toml_loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(name, [Problem("", f"invalid TOML: {exc}")]) from None
     except UnicodeDecodeError as exc:
@@ -97,6 +98,50 @@ def parse_manifest(data: bytes, name: str) -> dict[str, Any]:
         raise ManifestError(name, [Problem("", "invalid TOML: arrays or tables nested too deeply")]) from None
     except ValueError as exc:  # an integer of more than 4,300 digits
         raise ManifestError(name, [Problem("", f"invalid TOML: {exc}")]) from None
+
+
+def toml_loads(text: str) -> dict[str, Any]:
+    """What ``tomllib.loads(text)`` returns, or its error. rtoml (Rust) reads a 1,000-target
+    manifest in a tenth of tomllib's time, but it reads TOML 1.1, which takes more than tomllib
+    does (``\\e`` and ``\\x`` escapes, newlines and trailing commas in inline tables, times without
+    seconds, a byte order mark) and keeps a CRLF in a multi-line string as it is. So rtoml's answer
+    is taken only where no such difference can be: no inline table (every ``{`` is a ``${var}``),
+    none of those escapes, no CR beside a multi-line string, and only strings, integers, finite
+    floats, booleans, arrays and tables with ASCII keys in what it read. Anything else, or any
+    error, is read by tomllib, whose answer and located message stay the ones given
+    (tests/test_fuzz.py compares the two)."""
+    if ("\\e" in text or "\\x" in text or text.startswith("\ufeff") or text.count("{") != text.count("${")
+            or ("\r" in text and ('"""' in text or "'''" in text))):
+        return tomllib.loads(text)
+    try:
+        import rtoml
+    except ImportError:
+        return tomllib.loads(text)
+    try:
+        parsed = rtoml.loads(text)
+    except Exception:  # rtoml.TomlParsingError, or whatever else it raises: tomllib says
+        return tomllib.loads(text)
+    return parsed if type(parsed) is dict and _plain_tree(parsed) else tomllib.loads(text)
+
+
+def _plain_tree(doc: dict[str, Any]) -> bool:
+    """Whether everything in ``doc`` is of a kind both readers return alike (no recursion)."""
+    stack: list[Any] = [doc]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            if not all(k.isascii() for k in node):
+                return False
+            stack.extend(node.values())
+        elif kind is list:
+            stack.extend(node)
+        elif kind is float:
+            if not math.isfinite(node):
+                return False
+        elif kind not in (str, int, bool):
+            return False  # a date or time: rtoml's time zones are its own
+    return True
 
 
 def _pydantic_problems(exc: Any, prefix: tuple[Any, ...] = ()) -> list[Problem]:
@@ -531,14 +576,44 @@ def _numbered(path: str, i: int) -> str:
 
 def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Overrides) -> Resolved:
     """Validate and resolve a parsed manifest completely; raise ManifestError with every problem."""
-    from .graph import find_cycles, producers_of
+    plain = resolve_plain(raw, root, manifest_name, overrides)
+    if plain is not None:
+        return plain
     from .manifest import ManifestFile
 
     dropped: dict[str, set[str]] = {}
     model, tables, problems = validate_shape(raw, dropped)
     if model is None:
         model = ManifestFile.model_validate({})
-    settings, preset = resolve_settings(model.provider, overrides, problems)
+    resolved = _resolve_tables(raw, model, model.provider, tables, dropped, problems, root, manifest_name, overrides)
+    if problems:
+        raise ManifestError(manifest_name, problems)
+    return resolved
+
+
+def resolve_plain(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Overrides) -> Resolved | None:
+    """:func:`resolve` without pydantic, for a manifest whose every part is certainly valid
+    (tablecheck.plain_manifest) and that has no problem; else None, and resolve() validates it all
+    with pydantic, whose messages are the ones given."""
+    from .tablecheck import plain_manifest
+
+    found = plain_manifest(raw)
+    if found is None:
+        return None
+    model, provider, tables = found
+    problems: list[Problem] = []
+    resolved = _resolve_tables(raw, model, provider, tables, {}, problems,  # type: ignore[arg-type]
+                               root, manifest_name, overrides)
+    return None if problems else resolved
+
+
+def _resolve_tables(raw: dict[str, Any], model: ManifestFile, provider: Any, tables: dict[str, TargetTable],
+                    dropped: dict[str, set[str]], problems: list[Problem], root: Path, manifest_name: str,
+                    overrides: Overrides) -> Resolved:
+    """The targets of validated tables, with every problem the semantic pass finds in ``problems``."""
+    from .graph import find_cycles, producers_of
+
+    settings, preset = resolve_settings(provider, overrides, problems)
     resolver = _TargetResolver(model, root, preset.capabilities, problems, var_names(raw.get("vars", {})),
                                lock_name=Path(manifest_name).with_suffix(".lock").name)
     targets: dict[str, Target] = {}
@@ -552,6 +627,4 @@ def resolve(raw: dict[str, Any], root: Path, manifest_name: str, overrides: Over
     check_files(root, resolver.declared, preset.capabilities, problems)
     recipe.check_sources(root, targets, producers, problems)
     problems.extend(find_cycles(targets, producers))
-    if problems:
-        raise ManifestError(manifest_name, problems)
     return Resolved(model, targets, settings, preset)

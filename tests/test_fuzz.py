@@ -273,3 +273,89 @@ def test_the_fast_lock_reader_reads_every_lock_as_tomllib_does(data: Any) -> Non
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         got = type(exc)
     assert got == expected
+
+
+# A manifest of the kind rtoml's answer is taken for (no inline table), and lines of what TOML 1.1
+# or rtoml read differently from tomllib, to insert between its lines.
+PLAIN = b"""# a project
+out_dir = "assets"
+
+[provider]
+name = "placeholder"
+timeout = 30.5
+concurrency = 2
+
+[defaults]
+quality = "low"
+
+[vars]
+style = "flat, ${not} a var"
+
+[images.a]
+prompt = "a knight ${style}"  # a comment
+size = "1024x1024"
+revision = 9223372036854775807
+
+[images.b]
+prompt_file = 'p.md'
+images = ["in.png",
+  "out/a.png",  # the hero
+]
+mask = "m.png"
+pinned = true
+prompt = \"\"\"several
+lines\"\"\"
+
+[images.b.extra]
+k = [1, 2.5, -0.0, "x"]
+"quoted key" = 'literal \\ string'
+"""
+TOML_11_LINES = [b"x = { b = 1, }\n", b"x = {\n b = 1 }\n", b"x = { b = 1 }\n", b'x = "\\e"\n', b'x = "\\x41"\n',
+                 b"t = 12:30\n", b"d = 1979-05-27T07:32:00Z\n", b"d = 1979-05-27T07:32Z\n", b"d = 1979-05-27\n",
+                 b"f = nan\n", b"f = -inf\n", b"f = 1e400\n", b'm = """a\r\nb"""\n', b"m = '''a\r\nb'''\n",
+                 b'k."\xc3\xa9" = 1\n', b"\xc3\xa9 = 1\n", b"i = 99999999999999999999\n", b'x = "${x}"\n',
+                 b"x = [{ b = 1 }]\n", b"[[arr]]\n", b"x.y = 1\n", b"\xef\xbb\xbf"]
+
+
+@st.composite
+def with_toml_11_lines(draw: Any, data: bytes) -> bytes:
+    """``data`` with a few of TOML_11_LINES inserted at line starts."""
+    out = data
+    for _ in range(draw(st.integers(1, 3))):
+        starts = [0] + [i + 1 for i, byte in enumerate(out) if byte == ord("\n")]
+        at = draw(st.sampled_from(starts))
+        out = out[:at] + draw(st.sampled_from(TOML_11_LINES)) + out[at:]
+    return out
+
+
+def _read_alike(raw: bytes) -> None:
+    import tomllib
+
+    from imgbuild.resolve import toml_loads
+
+    text = raw.decode("utf-8", "replace")
+    try:
+        expected: Any = repr(tomllib.loads(text))
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
+        expected = (type(exc), str(exc))
+    try:
+        got: Any = repr(toml_loads(text))
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
+        got = (type(exc), str(exc))
+    assert got == expected
+
+
+@settings(max_examples=300, **FUZZ)
+@given(raw=st.one_of(mutated(PLAIN), with_toml_11_lines(PLAIN), mutated(GOOD), manifest.map(toml_of)))
+def test_the_fast_manifest_reader_reads_every_manifest_as_tomllib_does(raw: bytes) -> None:
+    """resolve reads the manifest with rtoml where that is certainly tomllib's answer: whatever
+    tomllib reads, it reads the same (in the same order), and whatever tomllib refuses, it refuses
+    (tomllib's error, with its place, is the one given)."""
+    _read_alike(raw)
+
+
+def test_the_fast_manifest_reader_reads_each_toml_11_line_anywhere_as_tomllib_does() -> None:
+    starts = [0] + [i + 1 for i, byte in enumerate(PLAIN) if byte == ord("\n")]
+    for line in TOML_11_LINES:
+        for at in starts:
+            _read_alike(PLAIN[:at] + line + PLAIN[at:])
