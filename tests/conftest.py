@@ -191,27 +191,30 @@ def make_project(tmp_path: Path) -> Callable[[str], Project]:
     return make
 
 
-_built_once: dict[str, Project] = {}
+_built_once: dict[tuple[str, Callable[[Project], object] | None], Project] = {}
 
 
-def copy_of_built(project: Project, manifest: str) -> Project:
-    """``project`` (and its cache) as its first build of ``manifest`` left it: a copy of a project
-    built once per session (a placeholder build of a few targets costs a second or two; many
-    tests only start from one). The copy has new inodes, so its first command takes the full
-    path: for tests whose subject comes after that build, not the build itself."""
+def copy_of_built(project: Project, manifest: str, inputs: Callable[[Project], object] | None = None) -> Project:
+    """``project`` (and its cache) as its first build of ``manifest`` left it, after ``inputs``
+    wrote its input files: a copy of a project built once per session (a placeholder build of a
+    few targets costs a second or two; many tests only start from one). The copy has new inodes,
+    so its first command takes the full path: for tests whose subject comes after that build,
+    not the build itself."""
     import atexit
     import shutil
     import tempfile
 
-    built = _built_once.get(manifest)
+    built = _built_once.get((manifest, inputs))
     if built is None:
         base = Path(tempfile.mkdtemp(prefix="imgbuild-built-once-"))
         atexit.register(shutil.rmtree, base, ignore_errors=True)
         built = Project(base / "proj", base / "cache")
+        if inputs is not None:
+            inputs(built)
         built.manifest(manifest)
         result = built.build()
         assert result.code == 0, result.err
-        _built_once[manifest] = built
+        _built_once[(manifest, inputs)] = built
     shutil.copytree(built.root, project.root, dirs_exist_ok=True)
     shutil.copytree(built.cache, project.cache, dirs_exist_ok=True)
     return project
