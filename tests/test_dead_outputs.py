@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from conftest import Project
+from conftest import Project, copy_of_built
 
 MANIFEST = """
 [provider]
@@ -23,10 +23,8 @@ output = "assets/tree.png"
 
 
 def _built(project: Project, manifest: str = MANIFEST) -> Project:
-    project.manifest(manifest)
-    result = project.build()
-    assert result.code == 0, result.err
-    return project
+    """``project`` as its first build of ``manifest`` left it (a copy of one built once)."""
+    return copy_of_built(project, manifest)
 
 
 def _cached(project: Project, data: bytes) -> bool:

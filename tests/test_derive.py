@@ -3,7 +3,12 @@ requests a real provider received, and what each build left on disk, in the lock
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from apiserver import KEY_ENV
@@ -64,6 +69,26 @@ WEB = """
     """
 
 
+@functools.cache
+def _web_built() -> Project:
+    """WEB, built once for the module with the placeholder."""
+    base = Path(tempfile.mkdtemp(prefix="imgbuild-derive-web-"))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    built = Project(base / "proj", base / "cache")
+    built.root.mkdir()
+    built.manifest(WEB)
+    assert built.build().code == 0
+    return built
+
+
+def _built_web(project: Project) -> None:
+    """Make ``project`` (and its cache) a copy of WEB as its first build left it: what a test of
+    the builds after that one starts from."""
+    built = _web_built()
+    shutil.copytree(built.root, project.root, dirs_exist_ok=True)
+    shutil.copytree(built.cache, project.cache, dirs_exist_ok=True)
+
+
 def _says(out: str) -> list[str]:
     """The lines of a status, with the columns' padding squeezed to one space."""
     return [" ".join(line.split()) for line in out.splitlines()]
@@ -97,8 +122,7 @@ def test_a_generate_trim_resize_sheet_chain_builds_with_exactly_one_request(
 
 
 def test_changing_a_resize_width_rebuilds_only_that_derived_target_without_a_request(project: Project) -> None:
-    project.manifest(WEB)
-    assert project.build().code == 0
+    _built_web(project)
     project.manifest(WEB.replace('resize = "640x"', 'resize = "800x"'))
 
     status = project.run("status")
@@ -112,8 +136,7 @@ def test_changing_a_resize_width_rebuilds_only_that_derived_target_without_a_req
 
 
 def test_changing_the_source_prompt_makes_one_request_and_derives_every_dependent_again(project: Project) -> None:
-    project.manifest(WEB)
-    assert project.build().code == 0
+    _built_web(project)
     project.manifest(WEB.replace("at dusk", "at dawn"))
 
     status = project.run("status")
@@ -126,8 +149,7 @@ def test_changing_the_source_prompt_makes_one_request_and_derives_every_dependen
 
 
 def test_a_deleted_derived_output_comes_back_with_identical_bytes_and_no_request(project: Project) -> None:
-    project.manifest(WEB)
-    assert project.build().code == 0
+    _built_web(project)
     before = project.read("site/card.jpg")
     (project.root / "site/card.jpg").unlink()
 
@@ -141,8 +163,7 @@ def test_a_deleted_derived_output_comes_back_with_identical_bytes_and_no_request
 
 def test_a_derived_target_made_again_without_the_cache_has_the_same_bytes(make_project: Any) -> None:
     first = make_project("first", cache="cache-1")
-    first.manifest(WEB)
-    assert first.build().code == 0
+    _built_web(first)
     second = make_project("second", cache="cache-2")
     second.manifest(WEB)
 

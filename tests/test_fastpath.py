@@ -6,12 +6,15 @@ reports whether the engine (``imgbuild.project``) was imported: the fast path ne
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import marshal
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,12 +69,26 @@ def _age(project: Project, seconds: float = 10.0) -> None:
             os.utime(p, ns=(then, then))
 
 
+@functools.cache
+def _built() -> Project:
+    """The project built once for the module; each test starts from a copy of it (and its cache)."""
+    base = Path(tempfile.mkdtemp(prefix="imgbuild-fastpath-built-"))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    template = Project(base / "proj", base / "cache")
+    template.write("prompts/hero.md", "a knight on a hill\n")
+    template.png("art/crown.png")
+    template.manifest(MANIFEST)
+    assert template.build().code == 0
+    return template
+
+
 def _ready(project: Project) -> None:
-    """A built project whose no-op state is recorded (by a full-path `status` that found all ok)."""
-    project.write("prompts/hero.md", "a knight on a hill\n")
-    project.png("art/crown.png")
-    project.manifest(MANIFEST)
-    assert project.build().code == 0
+    """A built project whose no-op state is recorded (by a full-path `status` that found all ok).
+    The copy has new inodes and mtimes, so no state of the template's could answer for it: the
+    `status` below takes the full path and records the copy's own."""
+    built = _built()
+    shutil.copytree(built.root, project.root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(STATE.name))
+    shutil.copytree(built.cache, project.cache, dirs_exist_ok=True)
     _age(project)
     result, path = _probe(project, "status")
     assert result.code == 0 and path == "engine"

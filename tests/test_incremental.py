@@ -4,7 +4,11 @@ change to what all targets share validates them all."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +29,23 @@ def _tables(prompts: dict[str, str], reader: bool = True) -> str:
 PROMPTS = {"t0": "a red fox", "t1": "a blue jay", "t2": "a green frog"}
 
 
+@functools.cache
+def _template() -> Project:
+    """HEAD + PROMPTS, built once for the module."""
+    base = Path(tempfile.mkdtemp(prefix="imgbuild-incremental-"))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    template = Project(base / "proj", base / "cache")
+    template.manifest(HEAD + _tables(PROMPTS))
+    assert template.build().code == 0
+    return template
+
+
 def _built(project: Project) -> Path:
-    project.manifest(HEAD + _tables(PROMPTS))
-    assert project.build().code == 0
+    """``project`` as its first build of HEAD + PROMPTS left it (a copy of one built for the module,
+    its .imgbuild/ state and cache included: what the next build validates again is decided by it)."""
+    template = _template()
+    shutil.copytree(template.root, project.root, dirs_exist_ok=True)
+    shutil.copytree(template.cache, project.cache, dirs_exist_ok=True)
     return project.root / "images.toml"
 
 

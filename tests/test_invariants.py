@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import Project
+from conftest import Project, copy_of_built
 
 CHAIN = """
 [provider]
@@ -26,14 +26,25 @@ output = "out/c.png"
 """
 
 
-def _chain(project: Project) -> Project:
-    project.manifest(CHAIN)
+def _inputs(project: Project) -> None:
     project.png("art/base.png", color=(10, 20, 30, 255))
     project.png("art/crown.png", color=(250, 200, 0, 255))
+
+
+def _chain(project: Project) -> Project:
+    """CHAIN built in ``project`` itself: for tests of what the stat of an untouched file proves."""
+    project.manifest(CHAIN)
+    _inputs(project)
     first = project.build()
     assert first.code == 0, first.err
     assert first.requests == 3
     return project
+
+
+def _copy_of_chain(project: Project) -> Project:
+    """``project`` as :func:`_chain` leaves it: a copy of CHAIN built once (new inodes: its first
+    command takes the full path), for tests of what comes after the first build."""
+    return copy_of_built(project, CHAIN, _inputs)
 
 
 def test_nothing_changed_makes_no_request(project: Project) -> None:
@@ -42,7 +53,7 @@ def test_nothing_changed_makes_no_request(project: Project) -> None:
 
 
 def test_reformatting_and_reordering_the_manifest_makes_no_request(project: Project) -> None:
-    _chain(project)
+    _copy_of_chain(project)
     reordered = """
     # the same targets, reordered, reformatted and commented
     [images.c]
@@ -69,7 +80,7 @@ def test_reformatting_and_reordering_the_manifest_makes_no_request(project: Proj
 
 
 def test_renamed_output_path_comes_from_the_cache(project: Project) -> None:
-    _chain(project)
+    _copy_of_chain(project)
     old = project.read("out/c.png")
     project.manifest(CHAIN.replace('output = "out/c.png"', 'output = "renamed/castle.png"'))
     result = project.build()
@@ -78,7 +89,7 @@ def test_renamed_output_path_comes_from_the_cache(project: Project) -> None:
 
 
 def test_editing_one_input_rebuilds_exactly_its_dependents(project: Project) -> None:
-    _chain(project)
+    _copy_of_chain(project)
     project.png("art/base.png", color=(90, 20, 30, 255))
     result = project.build()
     built = sorted(e["target"] for e in result.events if e["event"] == "built")
@@ -87,7 +98,7 @@ def test_editing_one_input_rebuilds_exactly_its_dependents(project: Project) -> 
 
 
 def test_editing_an_input_not_used_upstream_rebuilds_only_its_user(project: Project) -> None:
-    _chain(project)
+    _copy_of_chain(project)
     project.png("art/crown.png", color=(0, 0, 255, 255))
     result = project.build()
     assert [e["target"] for e in result.events if e["event"] == "built"] == ["b"]
@@ -104,14 +115,14 @@ def test_touching_an_input_without_changing_it_rebuilds_nothing(project: Project
 def test_an_upstream_rebuild_with_identical_bytes_stops_there(project: Project) -> None:
     # Early cutoff by content: forcing a placeholder rebuild yields the same bytes,
     # so the dependent's spec is unchanged and it is not rebuilt.
-    _chain(project)
+    _copy_of_chain(project)
     result = project.build("-B", "a")
     assert [e["target"] for e in result.events if e["event"] == "built"] == ["a"]
     assert result.requests == 1
 
 
 def test_reverting_a_change_restores_from_the_cache(project: Project) -> None:
-    _chain(project)
+    _copy_of_chain(project)
     original = project.read("out/c.png")
     project.manifest(CHAIN.replace("a castle", "a ruined castle"))
     assert project.build().requests == 1
@@ -123,7 +134,7 @@ def test_reverting_a_change_restores_from_the_cache(project: Project) -> None:
 
 
 def test_clean_then_build_restores_identical_bytes(project: Project) -> None:
-    _chain(project)
+    _copy_of_chain(project)
     before = {p: project.read(p) for p in ("out/a.png", "out/b.png", "out/c.png")}
     assert project.run("clean").code == 0
     assert not (project.root / "out/a.png").exists()
@@ -133,14 +144,14 @@ def test_clean_then_build_restores_identical_bytes(project: Project) -> None:
 
 
 def test_rm_of_outputs_restores_without_requests(project: Project) -> None:
-    _chain(project)
+    _copy_of_chain(project)
     shutil.rmtree(project.root / "out")
     result = project.build()
     assert result.requests == 0 and result.summary["restored"] == 3
 
 
 def test_fresh_clone_with_the_cache_restores_without_requests(make_project) -> None:  # type: ignore[no-untyped-def]
-    original = _chain(make_project("original"))
+    original = _copy_of_chain(make_project("original"))
     clone = make_project("clone")
     for rel in ("images.toml", "images.lock", "art/base.png", "art/crown.png"):
         (clone.root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +162,7 @@ def test_fresh_clone_with_the_cache_restores_without_requests(make_project) -> N
 
 
 def test_fresh_clone_with_committed_outputs_and_no_cache_is_up_to_date(make_project) -> None:  # type: ignore[no-untyped-def]
-    original = _chain(make_project("original"))
+    original = _copy_of_chain(make_project("original"))
     clone = make_project("clone", cache="other-cache").checkout_of(original)
     status = clone.run("check")
     assert status.code == 0, status.out
@@ -159,7 +170,7 @@ def test_fresh_clone_with_committed_outputs_and_no_cache_is_up_to_date(make_proj
 
 
 def test_placeholder_to_a_real_provider_changes_every_target(project: Project) -> None:
-    _chain(project)
+    _copy_of_chain(project)
     status = project.run("status", "--provider", "openai")
     lines = status.out.splitlines()
     assert len(lines) == 3
@@ -170,7 +181,7 @@ def test_placeholder_to_a_real_provider_changes_every_target(project: Project) -
 
 
 def test_revision_bump_asks_for_a_new_take(project: Project) -> None:
-    _chain(project)
+    _copy_of_chain(project)
     project.manifest(CHAIN.replace('prompt = "a castle"', 'prompt = "a castle"\nrevision = 1'))
     status = project.run("status", "c")
     assert "revision: 0 → 1" in status.out

@@ -18,7 +18,7 @@ from pathlib import Path
 from conftest import Project
 
 TARGETS = 24
-BUDGET_S = 18.0  # the kill loop's share of the suite's time
+BUDGET_S = 8.0  # the kill loop's share of the suite's time (it goes on, bounded, until a kill lands mid-write)
 
 
 def write_manifest(project: Project, round_no: int) -> None:
@@ -68,7 +68,8 @@ def test_sigkill_during_writes_never_tears_the_lock_or_an_output_and_the_next_bu
     kills = 0
     caught_mid_write = 0  # kills that left a temp file or a staging folder: writes were in flight
     round_no = 0
-    while time.monotonic() - started < BUDGET_S or kills < 4:
+    while (time.monotonic() - started < BUDGET_S or kills < 4 or not caught_mid_write) \
+            and time.monotonic() - started < 6 * BUDGET_S:
         round_no += 1
         write_manifest(project, round_no)
         proc = subprocess.Popen([sys.executable, "-m", "imgbuild", "-C", str(project.root), "build", "-q"],
@@ -101,7 +102,7 @@ def test_sigkill_during_writes_never_tears_the_lock_or_an_output_and_the_next_bu
 
 
 RESTORED = 120
-RESTORE_BUDGET_S = 6.0
+RESTORE_BUDGET_S = 3.0
 
 
 def test_sigkill_while_restoring_in_batches_leaves_each_output_absent_or_whole(project: Project) -> None:

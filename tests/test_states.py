@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Project
+from conftest import Project, copy_of_built
 
 BASE = """
 [provider]
@@ -45,7 +45,7 @@ def test_new_before_the_first_build(project: Project) -> None:
 
 
 def test_changed_names_the_fields(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     project.manifest(BASE.replace('prompt = "a knight"', 'prompt = "a tall knight"\nsize = "1536x1024"'))
     state, reason = _states(project)["hero"]
     assert state == "changed"
@@ -60,7 +60,7 @@ def test_changed_names_the_input(project: Project) -> None:
 
 
 def test_restore_when_an_output_is_missing(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     (project.root / "assets/hero.png").unlink()
     assert _states(project)["hero"] == ("restore", "assets/hero.png is missing")
     result = project.build()
@@ -68,7 +68,7 @@ def test_restore_when_an_output_is_missing(project: Project) -> None:
 
 
 def test_modified_output_is_kept_until_force(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     project.png("assets/hero.png", size=(1024, 1024), color=(0, 255, 0, 255))  # a hand touch-up
     touched = project.read("assets/hero.png")
     state, reason = _states(project)["hero"]
@@ -85,7 +85,7 @@ def test_modified_output_is_kept_until_force(project: Project) -> None:
 
 
 def test_accept_adopts_a_hand_edited_output(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     project.png("assets/hero.png", size=(1024, 1024), color=(0, 255, 0, 255))
     touched = project.read("assets/hero.png")
     result = project.run("accept", "hero")
@@ -99,7 +99,7 @@ def test_accept_adopts_a_hand_edited_output(project: Project) -> None:
 
 
 def test_accepted_output_survives_clean_and_build(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     project.png("assets/hero.png", size=(1024, 1024), color=(0, 255, 0, 255))
     touched = project.read("assets/hero.png")
     assert project.run("accept", "hero").code == 0
@@ -119,7 +119,7 @@ def test_an_existing_file_not_made_by_imgbuild_is_not_overwritten(project: Proje
 
 
 def test_pinned_target_is_left_alone_when_its_spec_changes(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     before = project.read("assets/hero.png")
     project.manifest(BASE.replace('prompt = "a knight"', 'prompt = "a dragon"\npinned = true'))
     state, reason = _states(project)["hero"]
@@ -131,7 +131,7 @@ def test_pinned_target_is_left_alone_when_its_spec_changes(project: Project) -> 
 
 
 def test_upstream_target_is_rebuilt_after_its_dependency(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     project.manifest(BASE.replace("a knight", "a knight at night"))
     states = _states(project)
     assert states["hero"][0] == "changed" and states["crowned"][0] == "upstream"
@@ -141,7 +141,7 @@ def test_upstream_target_is_rebuilt_after_its_dependency(project: Project) -> No
 
 
 def test_status_and_dry_run_write_nothing(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     project.manifest(BASE.replace("a knight", "a knight at noon"))
     (project.root / "assets/crowned.png").unlink()
     before = project.snapshot()
@@ -177,7 +177,7 @@ def test_check_fails_unless_every_target_is_ok(project: Project) -> None:
 
 
 def test_lock_is_deterministic_sorted_and_unchanged_by_no_ops(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     data = project.read("images.lock")
     text = data.decode()
     assert text.index("[targets.crowned]") < text.index("[targets.hero]")  # name order
@@ -193,7 +193,7 @@ def test_lock_is_deterministic_sorted_and_unchanged_by_no_ops(project: Project) 
 
 
 def test_force_does_not_request_a_pinned_target(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     project.manifest(BASE.replace('prompt = "a knight"', 'prompt = "a knight"\npinned = true'))
     result = project.build("-B")
     assert [e["target"] for e in result.events if e["event"] == "built"] == ["crowned"]
@@ -201,7 +201,7 @@ def test_force_does_not_request_a_pinned_target(project: Project) -> None:
 
 
 def test_clean_keeps_an_output_edited_by_hand_unless_forced(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     project.png("assets/hero.png", size=(1024, 1024), color=(0, 255, 0, 255))
     touched = project.read("assets/hero.png")
     result = project.run("clean")
@@ -218,7 +218,7 @@ def test_clean_keeps_an_output_edited_by_hand_unless_forced(project: Project) ->
 
 
 def test_clean_in_a_checkout_without_the_cache_loses_nothing(make_project) -> None:  # type: ignore[no-untyped-def]
-    original = _built(make_project("original"))
+    original = copy_of_built(make_project("original"), BASE)
     clone = make_project("clone", cache="empty-cache").checkout_of(original)
     assert clone.run("clean").code == 0
     result = clone.build()
@@ -227,7 +227,7 @@ def test_clean_in_a_checkout_without_the_cache_loses_nothing(make_project) -> No
 
 
 def test_a_renamed_output_in_a_checkout_without_the_cache_is_taken_from_its_old_path(make_project) -> None:  # type: ignore[no-untyped-def]
-    original = _built(make_project("original"))
+    original = copy_of_built(make_project("original"), BASE)
     clone = make_project("clone", cache="empty-cache").checkout_of(original)
     clone.manifest(BASE.replace('output = "assets/crowned.png"', 'output = "assets/crowned-v2.png"'))
     result = clone.build()
@@ -247,7 +247,7 @@ def test_accept_refuses_a_placeholder_render_under_a_real_model(project: Project
 
 
 def test_a_pinned_target_whose_outputs_are_gone_and_uncached_makes_no_request(make_project) -> None:  # type: ignore[no-untyped-def]
-    original = _built(make_project("original"))
+    original = copy_of_built(make_project("original"), BASE)
     original.manifest(BASE.replace('prompt = "a knight"', 'prompt = "a knight"\npinned = true'))
     (original.root / "assets/hero.png").unlink()
     import shutil
@@ -259,7 +259,7 @@ def test_a_pinned_target_whose_outputs_are_gone_and_uncached_makes_no_request(ma
 
 
 def test_a_pinned_target_with_a_changed_spec_gets_its_locked_outputs_back(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     before = project.read("assets/hero.png")
     project.manifest(BASE.replace('prompt = "a knight"', 'prompt = "a dragon"\npinned = true'))
     project.run("clean", "hero")
@@ -271,7 +271,7 @@ def test_a_pinned_target_with_a_changed_spec_gets_its_locked_outputs_back(projec
 
 
 def test_a_full_build_drops_lock_entries_of_removed_targets(project: Project) -> None:
-    _built(project)
+    copy_of_built(project, BASE)
     project.manifest(BASE.replace("[images.crowned]", "[images.crowned-v2]"))
     result = project.build()
     assert result.code == 0
