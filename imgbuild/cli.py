@@ -74,8 +74,6 @@ def _columns() -> int:
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    from . import commands
-
     width = _columns() - 2  # as argparse's own formatter sets it
 
     class Formatter(argparse.HelpFormatter):
@@ -104,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, func: object, help: str) -> argparse.ArgumentParser:
+        """A subcommand; ``func`` names its function in commands.py (loaded when it runs, not for
+        ``--help``), or is cli.py's own."""
         p = sub.add_parser(name, parents=[common], help=help, description=help, formatter_class=Formatter)
         p.set_defaults(func=func)
         return p
@@ -129,14 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         provider_options(p)
         remote_option(p)
 
-    b = command("build", commands.cmd_build, "bring the targets (default: all) and what they depend on up to date")
+    b = command("build", "cmd_build", "bring the targets (default: all) and what they depend on up to date")
     build_options(b)
     b.add_argument("-n", "--dry-run", action="store_true", help="print the plan and its estimated cost; do nothing")
     b.add_argument("--yes", action="store_true", help="do not ask before a build over confirm_above")
 
     for name, help in (("status", "one line per target: name, state, reason"),
                        ("check", "like status, but exit 1 unless every target is ok")):
-        p = command(name, commands.cmd_status, help)
+        p = command(name, "cmd_status", help)
         p.add_argument("targets", nargs="*", metavar="TARGET")
         provider_options(p)
         if name == "check":
@@ -144,42 +144,42 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also exit 1 while a target with candidates has no pick")
         remote_option(p)
 
-    w = command("watch", commands.cmd_watch, "build, then rebuild what each change to the manifest or an input affects")
+    w = command("watch", "cmd_watch", "build, then rebuild what each change to the manifest or an input affects")
     build_options(w)
     w.add_argument("--debounce-ms", type=int, default=150, help=argparse.SUPPRESS)
 
-    c = command("clean", commands.cmd_clean, "delete outputs (lock and cache stay: the next build restores them)")
+    c = command("clean", "cmd_clean", "delete outputs (lock and cache stay: the next build restores them)")
     c.add_argument("targets", nargs="*", metavar="TARGET")
     c.add_argument("--force", action="store_true", help="also delete outputs edited by hand (their bytes are cached)")
 
-    a = command("accept", commands.cmd_accept, "record the outputs on disk as the targets' outputs for their current spec")
+    a = command("accept", "cmd_accept", "record the outputs on disk as the targets' outputs for their current spec")
     a.add_argument("targets", nargs="+", metavar="TARGET")
     provider_options(a)
 
-    pk = command("pick", commands.cmd_pick, "make take K of a target with candidates its output (no request)")
+    pk = command("pick", "cmd_pick", "make take K of a target with candidates its output (no request)")
     pk.add_argument("target", metavar="TARGET")
     pk.add_argument("take", type=_positive, metavar="K", help="the take, 1 to the target's candidates")
     provider_options(pk)
 
-    g = command("gc", commands.cmd_gc, "prune cache objects no lock of this machine's recent projects needs")
+    g = command("gc", "cmd_gc", "prune cache objects no lock of this machine's recent projects needs")
     g.add_argument("--older-than", type=float, default=30.0, metavar="DAYS",
                    help="only objects unused for DAYS days (default: 30)")
 
-    ca = command("cache", commands.cmd_cache, "push what the lock records to the remote cache, or pull it into the local one")
+    ca = command("cache", "cmd_cache", "push what the lock records to the remote cache, or pull it into the local one")
     ca.add_argument("action", choices=["push", "pull"])
     ca.add_argument("targets", nargs="*", metavar="TARGET")
 
-    gr = command("graph", commands.cmd_graph, "print the dependency graph")
+    gr = command("graph", "cmd_graph", "print the dependency graph")
     gr.add_argument("--format", choices=["dot", "mermaid"], default="dot")
 
-    r = command("review", commands.cmd_review, "write the review page (.imgbuild/review/index.html), or serve it with pick buttons")
+    r = command("review", "cmd_review", "write the review page (.imgbuild/review/index.html), or serve it with pick buttons")
     r.add_argument("--open", action="store_true", help="open the page in the browser")
     r.add_argument("--serve", action="store_true", help="serve it on 127.0.0.1, with pick buttons and live cards")
     r.add_argument("--port", type=int, default=0, metavar="N", help="with --serve: the port (default: a free one)")
     provider_options(r)
 
-    command("init", commands.cmd_init, "write a commented starter images.toml (refuses to overwrite)")
-    command("schema", commands.cmd_schema, "print the JSON Schema of images.toml")
+    command("init", "cmd_init", "write a commented starter images.toml (refuses to overwrite)")
+    command("schema", "cmd_schema", "print the JSON Schema of images.toml")
     co = command("completion", cmd_completion, "print a shell completion script (see the README to install it)")
     co.add_argument("shell", nargs="?", choices=["bash", "zsh", "fish"])
     co.add_argument("--list-targets", action="store_true", help=argparse.SUPPRESS)  # what the scripts ask
@@ -235,7 +235,12 @@ def _main(argv: Sequence[str] | None) -> int:
 
     warnings.showwarning = _show_warning
     try:
-        return int(args.func(args))
+        func = args.func
+        if isinstance(func, str):
+            from . import commands
+
+            func = getattr(commands, func)
+        return int(func(args))
     except ManifestError as exc:
         print(str(exc), file=sys.stderr)  # one line per problem, each already escaped
         return exc.exit_code
