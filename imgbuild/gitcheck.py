@@ -27,7 +27,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +89,9 @@ def _locked_blobs(entries: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, 
 Looked = tuple[list[tuple[str, list[str], dict[str, str], os.stat_result | None]], int]
 
 
-def look(root: Path) -> Looked | None:
-    """What git's index says of every tracked file, beside each file's lstat; None where git
-    cannot tell (no git on PATH, not a work tree)."""
+def look(root: Path, wanted: Callable[[str], bool] | None = None) -> Looked | None:
+    """What git's index says of every tracked file, beside each ``wanted`` file's lstat (None for
+    the others); None where git cannot tell (no git on PATH, not a work tree)."""
     git = shutil.which("git")
     if git is None:
         return None
@@ -107,10 +107,12 @@ def look(root: Path) -> Looked | None:
         return None
     entries = []
     for rel, fields, debug in _entries(listing):
-        try:
-            st: os.stat_result | None = os.lstat(os.path.join(root, rel))
-        except OSError:
-            st = None
+        st: os.stat_result | None = None
+        if wanted is None or wanted(rel):  # not every source file of a large tree: outputs
+            try:
+                st = os.lstat(os.path.join(root, rel))
+            except OSError:
+                pass
         entries.append((rel, fields, debug, st))
     return entries, index_mtime_ns
 
@@ -206,14 +208,15 @@ class EarlyLook:
     def _look(self) -> None:
         from .statcache import PREFETCH_MIN_BYTES, Hashing, signature
 
-        looked = look(self.root)
-        if looked is None:
-            return
-        self.looked = looked
         try:
             locked = {m.decode("utf-8", "surrogateescape") for m in _LOCKED_PATH.findall(self.lock_path.read_bytes())}
         except OSError:
             return
+        # Only the lock's outputs are looked at: any other output the vouch is asked about is hashed
+        looked = look(self.root, locked.__contains__)
+        if looked is None:
+            return
+        self.looked = looked
         entries, index_mtime_ns = looked
         racy = [(rel, st) for rel, fields, _, st in entries
                 if st is not None and rel in locked and fields[1:2] in (["100644"], ["100755"])
