@@ -13,17 +13,12 @@ ls-files -m`` spares git hashing again, with its slower SHA-1, the racily clean 
 checkout. Anything git cannot vouch for (not tracked, another blob, touched since, racily clean,
 marked assume-unchanged or skip-worktree, no git on PATH, not a work tree) is hashed as before.
 
-git is asked at most once a run, and only once hashing would cost more than asking it. In a fresh
-checkout (no stat cache yet) it is asked at once, on a thread, as the project starts loading
-(:class:`EarlyLook`): the outputs git cannot vouch for because they are racily clean are then hashed
-on other cores while the manifest is resolved and the lock read, work a fresh clone's ``check``
-must do anyway.
+git is asked at most once a run, and only once hashing would cost more than asking it.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import threading
@@ -34,23 +29,19 @@ from typing import Any
 ASK_GIT_AFTER_BYTES = 4 * 1024 * 1024  # below this, hashing is cheaper than starting git twice
 GIT_TIMEOUT_S = 60.0
 
-Signature = tuple[int, int, int, int]
+Signature = tuple[int, int, int]
 
 
 def _signature(st: os.stat_result) -> Signature:
-    # ctime too: git's word is taken for the file as it was when git's index was read, and a write
-    # that kept the size and put the mtime back still moves the ctime
-    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 class GitVouch:
     """Called by the stat cache before it hashes a file: the file's sha256 if git vouches for it."""
 
-    def __init__(self, root: Path, lock_targets: Mapping[str, Mapping[str, Any]],
-                 early: EarlyLook | None = None) -> None:
+    def __init__(self, root: Path, lock_targets: Mapping[str, Mapping[str, Any]]) -> None:
         self.root = root
         self.lock_targets = lock_targets
-        self.early = early  # git's listing, if it was asked for early
         self._vouched: dict[str, tuple[Signature, str]] | None = None
         self._pending_bytes = 0
         self._lock = threading.Lock()  # the executor's threads hash too
@@ -59,15 +50,10 @@ class GitVouch:
         with self._lock:
             if self._vouched is None:
                 self._pending_bytes += st.st_size
-                if self._pending_bytes < ASK_GIT_AFTER_BYTES and self.early is None:
+                if self._pending_bytes < ASK_GIT_AFTER_BYTES:
                     return None
                 # list(): a snapshot, taken at once, of entries the build may replace meanwhile
-                blobs = _locked_blobs(list(self.lock_targets.values()))
-                if self.early is None:
-                    self._vouched = vouched_outputs(self.root, blobs)
-                else:  # git was asked already; if it could not answer, it cannot now either
-                    looked = self.early.looked
-                    self._vouched = vouched_outputs(self.root, blobs, looked) if looked is not None else {}
+                self._vouched = vouched_outputs(self.root, _locked_blobs(list(self.lock_targets.values())))
             found = self._vouched.get(rel)
         if found is not None and found[0] == _signature(st):
             return found[1]
@@ -85,55 +71,34 @@ def _locked_blobs(entries: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, 
     return blobs
 
 
-# git's index entries, each with the file's lstat (None: not there), and the index's mtime
-Looked = tuple[list[tuple[str, list[str], dict[str, str], os.stat_result | None]], int]
-
-
-def look(root: Path) -> Looked | None:
-    """What git's index says of every tracked file, beside each file's lstat; None where git
-    cannot tell (no git on PATH, not a work tree)."""
+def vouched_outputs(root: Path, blobs: Mapping[str, tuple[str, str, int]]) -> dict[str, tuple[Signature, str]]:
+    """path → (signature, sha256) of the outputs git vouches for: its index holds each with the
+    locked blob id and with the stat data the file still has, recorded well before the index was
+    written (else git itself would look at the bytes again: racily clean)."""
     git = shutil.which("git")
-    if git is None:
-        return None
+    if git is None or not blobs:
+        return {}
     index_path = _git(git, root, "rev-parse", "--git-path", "index")
     if index_path is None:
-        return None  # not a work tree
+        return {}  # not a work tree
     listing = _git(git, root, "ls-files", "-s", "-v", "--debug", "-z", "--", ".")
     if listing is None:
-        return None
+        return {}
     try:
         index_mtime_ns = os.stat(os.path.join(root, index_path.strip())).st_mtime_ns
     except OSError:
-        return None
-    entries = []
-    for rel, fields, debug in _entries(listing):
-        try:
-            st: os.stat_result | None = os.lstat(os.path.join(root, rel))
-        except OSError:
-            st = None
-        entries.append((rel, fields, debug, st))
-    return entries, index_mtime_ns
-
-
-def vouched_outputs(root: Path, blobs: Mapping[str, tuple[str, str, int]], looked: Looked | None = None
-                    ) -> dict[str, tuple[Signature, str]]:
-    """path → (signature, sha256) of the outputs git vouches for: its index holds each with the
-    locked blob id and with the stat data the file still has, recorded well before the index was
-    written (else git itself would look at the bytes again: racily clean). ``looked``: git's
-    answer, if it was asked for already (the signatures are compared again when a file is read)."""
-    if not blobs:
         return {}
-    looked = looked or look(root)
-    if looked is None:
-        return {}
-    entries, index_mtime_ns = looked
     vouched = {}
-    for rel, fields, debug, st in entries:
+    for rel, fields, debug in _entries(listing):
         # "H" is a plain tracked entry: lowercase tags are assume-unchanged, "S" skip-worktree
         # (git does not look at those files), a stage other than 0 a conflict.
         locked = blobs.get(rel)
         if (locked is None or len(fields) != 4 or fields[0] != "H" or fields[1] not in ("100644", "100755")
-                or fields[3] != "0" or fields[2] != locked[0] or st is None):
+                or fields[3] != "0" or fields[2] != locked[0]):
+            continue
+        try:
+            st = os.lstat(os.path.join(root, rel))
+        except OSError:
             continue
         recorded = (debug.get("ctime"), debug.get("mtime"), debug.get("ino"), debug.get("size"))
         now = (_sec_ns(st.st_ctime_ns), _sec_ns(st.st_mtime_ns), str(st.st_ino & 0xFFFFFFFF),
@@ -179,45 +144,3 @@ def _git(git: str, root: Path, *args: str) -> str | None:
     if proc.returncode != 0:
         return None  # not a work tree, or git cannot read it: hash as before
     return proc.stdout.decode("utf-8", "surrogateescape")
-
-
-_LOCKED_PATH = re.compile(rb'^path = "([^"\\]*)"\r?$', re.M)  # an output's path as the lock writes it
-
-
-class EarlyLook:
-    """git asked at once, on a thread, for a checkout without a stat cache (a fresh clone); the
-    locked outputs written in the second git wrote its index in (racily clean: git cannot vouch
-    for them, so they will be hashed) are hashed meanwhile, on the stat cache's threads. Which
-    files are hashed early changes nothing decided: a digest is used only for the file as it was
-    when its hashing began (statcache)."""
-
-    def __init__(self, root: Path, lock_path: Path) -> None:
-        self.root = root
-        self.lock_path = lock_path
-        self.looked: Looked | None = None
-        self.ahead: dict[str, tuple[tuple[int, int, int, int], Any]] = {}  # for StatCache.adopt
-        self._thread = threading.Thread(target=self._look, name="imgbuild-git", daemon=True)
-        self._thread.start()
-
-    def done(self) -> EarlyLook:
-        self._thread.join()
-        return self
-
-    def _look(self) -> None:
-        from .statcache import PREFETCH_MIN_BYTES, Hashing, signature
-
-        looked = look(self.root)
-        if looked is None:
-            return
-        self.looked = looked
-        try:
-            locked = {m.decode("utf-8", "surrogateescape") for m in _LOCKED_PATH.findall(self.lock_path.read_bytes())}
-        except OSError:
-            return
-        entries, index_mtime_ns = looked
-        racy = [(rel, st) for rel, fields, _, st in entries
-                if st is not None and rel in locked and fields[1:2] in (["100644"], ["100755"])
-                and st.st_mtime_ns // 1_000_000_000 >= index_mtime_ns // 1_000_000_000]
-        if len(racy) >= 2 and sum(st.st_size for _, st in racy) >= PREFETCH_MIN_BYTES:
-            hashing = Hashing(self.root, [rel for rel, _ in racy])
-            self.ahead = {rel: (signature(st), hashing) for rel, st in racy}

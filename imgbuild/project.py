@@ -26,7 +26,6 @@ from .statcache import StatCache
 from .ui import NullReporter, Reporter
 
 if TYPE_CHECKING:
-    from .gitcheck import EarlyLook
     from .remotecache import RemoteCache
 
 STATE_DIR = ".imgbuild"
@@ -112,7 +111,6 @@ class Project:
         root_path = manifest_path.parent
         data = read_manifest(manifest_path)
         check_state_dir(root_path)
-        early = _early_look(root_path, manifest_path.with_suffix(".lock"))
         read_ns = time.time_ns()
         overrides = Overrides.from_env(provider, base_url)
         key = resolvecache.key_of(data, overrides)
@@ -122,11 +120,6 @@ class Project:
             resolved, changes = cls._resolve_changes(data, root_path, manifest_path.name, overrides)
         cache = LocalCache(Path(cache_dir) if cache_dir else None)
         project = cls(root_path, manifest_path, resolved, cache)
-        if early is not None:  # git's answers, and the racily clean outputs hashed meanwhile
-            from .gitcheck import GitVouch
-
-            project.stats.vouch = GitVouch(root_path, project.lock.targets, early.done())
-            project.stats.adopt(early.ahead)
         project._resolved_key = key
         if resolved.settings.preset == "placeholder":
             source = _ignored_base_url(data, manifest_path.name, overrides, base_url)
@@ -586,16 +579,6 @@ def _files_planned(targets: dict[str, Target], producers: dict[str, str], order:
         target = targets[name]
         yield from target.outputs
         yield from (p for p in target.images + ((target.mask,) if target.mask else ()) if p not in producers)
-
-
-def _early_look(root: Path, lock_path: Path) -> EarlyLook | None:
-    """For a checkout with a lock and no stat cache yet (a fresh clone): git asked at once, on a
-    thread, while the manifest is resolved (gitcheck.EarlyLook)."""
-    if (root / STATE_DIR / "stat.json").exists() or not lock_path.exists():
-        return None
-    from .gitcheck import EarlyLook
-
-    return EarlyLook(root, lock_path)
 
 
 def _ignored_base_url(data: bytes, name: str, overrides: Overrides, flag: str | None) -> str | None:

@@ -29,14 +29,14 @@ PREFETCH_MIN_BYTES = 8 * 1024 * 1024  # below this, starting threads costs more 
 HASH_THREADS = 4  # at most; two at least, so that one reads while the other hashes
 
 
-def signature(st: os.stat_result) -> tuple[int, int, int, int]:
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 class StatCache:
     # rel → (the signature it had, its digest being computed), made by prefetch(): none until then
     # (splice.Stats, a stat cache without its file, does not call __init__).
-    _ahead: dict[str, tuple[tuple[int, int, int, int], Hashing]] | None = None
+    _ahead: dict[str, tuple[tuple[int, int, int, int], _Hashing]] | None = None
 
     def __init__(self, root: Path, path: Path) -> None:
         self.root = root
@@ -78,7 +78,7 @@ class StatCache:
     def _hashed_ahead(self, rel: str, st: os.stat_result) -> str | None:
         """The digest prefetch() computed, if the file is still the one it hashed."""
         ahead = self._ahead.pop(rel, None) if self._ahead else None
-        if ahead is None or ahead[0] != signature(st):
+        if ahead is None or ahead[0] != _signature(st):
             return None
         return ahead[1].result(rel)  # None if it failed: hashed again here, where its error is raised
 
@@ -104,13 +104,10 @@ class StatCache:
             size += st.st_size
         if size < PREFETCH_MIN_BYTES or len(todo) < 2:
             return
-        hashing = Hashing(self.root, [rel for rel, _ in todo])
+        threads = max(2, min(HASH_THREADS, os.cpu_count() or 1, len(todo)))
+        hashing = _Hashing(self.root, [rel for rel, _ in todo], threads)
         for rel, st in todo:
-            ahead[rel] = (signature(st), hashing)
-
-    def adopt(self, ahead: dict[str, tuple[tuple[int, int, int, int], Hashing]]) -> None:
-        """Digests someone else started computing (gitcheck.EarlyLook), as prefetch() would have."""
-        self._ahead = {**ahead, **(self._ahead or {})}
+            ahead[rel] = (_signature(st), hashing)
 
     def record(self, rel: str, sha256: str) -> None:
         """Remember the digest of a file the build has just written."""
@@ -143,13 +140,12 @@ class StatCache:
             self.dirty = False
 
 
-class Hashing:
+class _Hashing:
     """Files hashed in order on a few threads (daemons: they only read, and the process need not
     wait for them when it ends). Lighter to import than concurrent.futures, whose logging a check
     would not otherwise load."""
 
-    def __init__(self, root: Path, rels: list[str]) -> None:
-        threads = max(2, min(HASH_THREADS, os.cpu_count() or 1, len(rels)))
+    def __init__(self, root: Path, rels: list[str], threads: int) -> None:
         self.root = root
         self._todo = iter(rels)
         self._take = threading.Lock()
@@ -167,7 +163,7 @@ class Hashing:
             digest = None
             try:
                 digest = file_sha256(Path(os.path.join(self.root, rel)))
-            except Exception:  # whoever asks hashes it again, and sees the error itself
+            except Exception:  # noqa: BLE001 - whoever asks hashes it again, and sees the error itself
                 pass
             finally:
                 self._digests[rel] = digest

@@ -178,25 +178,3 @@ def test_outputs_hashed_ahead_on_threads_are_decided_as_when_hashed_in_turn(make
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert [words[:2] for words in lines] == [["castle", "modified"], ["hero", "ok"], ["crowned", "ok"]]
     assert "assets/castle.png was edited by hand" in " ".join(lines[0])
-
-
-def test_a_fresh_clone_hashes_its_racily_clean_outputs_while_it_loads(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from imgbuild import statcache
-    from imgbuild.project import Project as Loaded
-
-    monkeypatch.setattr(statcache, "PREFETCH_MIN_BYTES", 0)
-    clone = _clone(make_project)
-    st = (clone.root / "assets/hero.png").stat()
-    os.utime(clone.root / ".git" / "index", ns=(st.st_mtime_ns, st.st_mtime_ns))  # racily clean, all of them
-    loaded = Loaded.load(clone.root, cache_dir=clone.cache)
-    assert sorted(loaded.stats._ahead or {}) == ["assets/castle.png", "assets/crowned.png", "assets/hero.png"]
-    assert [d.state for d in loaded.plan().decisions] == ["ok", "ok", "ok"]
-
-
-def test_a_project_with_a_stat_cache_asks_git_only_when_hashing_would_cost_more(project: Project) -> None:
-    from imgbuild.project import Project as Loaded
-
-    project.manifest(MANIFEST)
-    assert project.build().code == 0  # writes .imgbuild/stat.json
-    loaded = Loaded.load(project.root, cache_dir=project.cache)
-    assert loaded.stats.vouch.early is None  # type: ignore[union-attr]
