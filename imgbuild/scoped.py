@@ -183,10 +183,10 @@ def _prepare(args: argparse.Namespace) -> Found | str:
     lock_path = os.path.join(root, noop[5])
     with open(lock_path, "rb") as f:
         lock = f.read()  # read once: checked below if it is racily clean, then spliced
+    if not fastpath.unchanged(noop, root, {noop[5]: lock}):
+        return "a file changed"
     if os.path.exists(os.path.join(state_dir, "lock.journal")):
         return "a journal to replay"
-    # Every other file is as recorded? Asked now, answered before anything is written (_run).
-    unchanged = fastpath.in_child(lambda: fastpath.unchanged(noop, root, {noop[5]: lock}))
     tables, new_sizes = changed
     new_starts = list(accumulate(new_sizes, initial=head))
     resolver = _Resolver(root, globals_, settings, noop[5])
@@ -224,8 +224,7 @@ def _prepare(args: argparse.Namespace) -> Found | str:
     deps = {order[i]: [order[d] for d in deps_of[i]] for i in sorted(scope)}
     return Found(root=root, manifest_path=manifest_path, state_dir=state_dir, noop=noop, state=state, new=new,
                   new_sizes=new_sizes, fresh=fresh, targets=targets, deps=deps, lock=lock,
-                  lock_digest=lock_digest, lock_path=lock_path, settings=settings, count=len(order),
-                  unchanged=unchanged)
+                  lock_digest=lock_digest, lock_path=lock_path, settings=settings, count=len(order))
 
 
 class _Resolver:
@@ -299,9 +298,6 @@ def _run(found: Found, args: argparse.Namespace, reporter_for: Callable[[argpars
     if estimate > settings.confirm_above_usd and not args.yes:
         _trace("full: a confirmation")
         return None  # the full path asks (or not), as it always does
-    if not found.unchanged():
-        _trace("full: a file changed")
-        return None
     run_lock = _take_run_lock(state_dir)
     if run_lock is None:
         _trace("full: busy")

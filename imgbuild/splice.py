@@ -16,8 +16,6 @@ from .lockfile import Lock
 from .statcache import StatCache
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .target import Target
 
 ENTRY_HEADER = re.compile(rb'\n\[targets\.(?:[A-Za-z0-9_-]+|"[^"\n]*")\]\n')
@@ -43,7 +41,6 @@ class Found:
     lock_path: str
     settings: dict[str, Any]
     count: int  # targets in the manifest
-    unchanged: Callable[..., bool]  # whether every other file is as recorded (waits for the answer)
 
 
 def discard(path: Any) -> None:
