@@ -227,6 +227,8 @@ def test_a_scoped_build_killed_after_its_first_target_keeps_it(project: Project,
 
 def test_a_change_while_another_build_holds_the_project_waits_as_the_full_path_does(project: Project,
                                                                                    tmp_path: Path) -> None:
+    import subprocess
+    import sys
     import threading
 
     from filelock import FileLock
@@ -235,8 +237,25 @@ def test_a_change_while_another_build_holds_the_project_waits_as_the_full_path_d
     project.manifest(manifest({**TABLES, "t1": 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'}))
     held = FileLock(str(project.root / ".imgbuild" / "run.lock"), thread_local=False)  # as Project takes it
     held.acquire()
-    threading.Timer(2.0, held.release).start()
-    result, trace = traced(project, tmp_path)
-    assert trace == ["full: busy"]
+    trace = tmp_path / "trace"
+    # Let go once the build says it waits (however long it takes to get there), or after a minute
+    # whatever happens, so that a build that never waits fails the test instead of hanging it.
+    timer = threading.Timer(60.0, held.release)
+    timer.daemon = True
+    timer.start()
+    proc = subprocess.Popen([sys.executable, "-m", "imgbuild", "-C", str(project.root), "build", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**project.env, "IMGBUILD_TRACE_SCOPED": str(trace), "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "another imgbuild build of this project is running; waiting" in line:
+            held.release()
+            break
+    out, err = proc.communicate(timeout=120)
+    timer.cancel()
+    result = Result(proc.returncode, "".join(lines) + out, err)
+    assert trace.read_text().splitlines() == ["full: busy"]
     assert "another imgbuild build of this project is running; waiting" in result.out
     assert result.code == 0 and result.summary["built"] == 1
