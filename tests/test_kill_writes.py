@@ -193,3 +193,61 @@ def test_a_reader_of_the_lock_during_builds_only_ever_sees_a_whole_lock(project:
     torn = [why for why in seen.values() if why]
     assert not torn, torn[:3]
     assert len(seen) >= 2 * LOCK_ROUNDS  # the reader saw the lock rewritten during the builds
+
+
+WHOLE_TARGETS = 24
+WHOLE_ROUNDS = 3
+
+
+def test_a_reader_of_the_outputs_during_restores_only_ever_sees_no_file_or_the_whole_image(
+        project: Project) -> None:
+    # As the lock's test above, for the outputs: each is copied to a temp name and renamed into
+    # place, so a reader (what a SIGKILL at that instant would leave) sees no file or the whole
+    # image, never a cut one. Large accepted images (~3 MB of noise each) make each copy last: an
+    # output written in place shows an empty or cut file here within a round.
+    import threading
+
+    from PIL import Image
+
+    body = ['[provider]\nname = "placeholder"\n']
+    body += [f'[images.w{i:02d}]\nprompt = "whole {i}"\noutput = "out/w{i:02d}.png"\nsize = "1024x1024"\n'
+             for i in range(WHOLE_TARGETS)]
+    project.manifest("\n".join(body))
+    (project.root / "out").mkdir()
+    for i in range(WHOLE_TARGETS):
+        Image.effect_noise((1024, 1024), 60 + i).convert("RGB").save(project.root / f"out/w{i:02d}.png",
+                                                                     compress_level=0)
+    assert project.run("accept", *(f"w{i:02d}" for i in range(WHOLE_TARGETS))).code == 0
+    locked = {e["outputs"][0]["path"]: e["outputs"][0]["sha256"] for e in lock_targets(project).values()}
+    seen_whole = 0
+    cut: list[str] = []
+    restoring = threading.Event()
+
+    def read_back_to_back() -> None:
+        nonlocal seen_whole
+        while restoring.is_set():
+            for rel, sha in locked.items():
+                try:
+                    data = (project.root / rel).read_bytes()
+                except FileNotFoundError:
+                    continue
+                if hashlib.sha256(data).hexdigest() == sha:
+                    seen_whole += 1
+                else:
+                    cut.append(f"{rel}: {len(data)} bytes")
+
+    for _ in range(WHOLE_ROUNDS):
+        for rel in locked:
+            (project.root / rel).unlink()
+        restoring.set()
+        reader = threading.Thread(target=read_back_to_back)
+        reader.start()
+        try:
+            result = project.build("-j", "4")
+        finally:
+            restoring.clear()
+            reader.join()
+        assert result.code == 0, result.err
+        assert result.summary["restored"] == WHOLE_TARGETS and result.requests == 0
+    assert not cut, cut[:3]
+    assert seen_whole >= WHOLE_TARGETS  # the reader did read the outputs as they were restored
