@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Project
+from conftest import Project, Result
 
 TARGETS = 24
 BUDGET_S = 8.0  # the kill loop's share of the suite's time (it goes on, bounded, until a kill lands mid-write)
@@ -152,28 +153,44 @@ LOCK_TARGETS = 40
 LOCK_ROUNDS = 2  # builds, each rewriting every entry of the lock
 
 
+def build_while_reading(project: Project, read_once: Callable[[], None]) -> Result:
+    """A build, with ``read_once`` called back to back on a thread until the build has ended."""
+    import threading
+
+    building = threading.Event()
+    building.set()
+
+    def read_back_to_back() -> None:
+        while building.is_set():
+            read_once()
+
+    reader = threading.Thread(target=read_back_to_back)
+    reader.start()
+    try:
+        return project.build("-j", "4")
+    finally:
+        building.clear()
+        reader.join()
+
+
 def test_a_reader_of_the_lock_during_builds_only_ever_sees_a_whole_lock(project: Project) -> None:
     # What a SIGKILL at that instant would leave: the lock is read back-to-back while builds rewrite
     # it (large entries: long prompts), and every state seen must parse as a whole lock. A lock
     # written in place (truncate, then write) shows an empty or cut file here within a few rewrites.
-    import threading
-
     lock_path = project.root / "images.lock"
     seen: dict[bytes, str] = {}  # the states read, each parsed once → what was wrong with it
-    building = threading.Event()
 
-    def read_back_to_back() -> None:
-        while building.is_set():
+    def read_once() -> None:
+        try:
+            data = lock_path.read_bytes()
+        except FileNotFoundError:
+            return
+        if data not in seen:
             try:
-                data = lock_path.read_bytes()
-            except FileNotFoundError:
-                continue
-            if data not in seen:
-                try:
-                    parsed = tomllib.loads(data.decode("utf-8"))
-                    seen[data] = "" if parsed.get("version") == 1 else "no version"
-                except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                    seen[data] = f"torn: {exc}"
+                parsed = tomllib.loads(data.decode("utf-8"))
+                seen[data] = "" if parsed.get("version") == 1 else "no version"
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                seen[data] = f"torn: {exc}"
 
     for rounds in range(1, LOCK_ROUNDS + 1):
         padding = " and a long description of the scene" * 120
@@ -181,14 +198,7 @@ def test_a_reader_of_the_lock_during_builds_only_ever_sees_a_whole_lock(project:
         body += [f'[images.p{i:03d}]\nprompt = "round {rounds}, picture {i}{padding}"\n'
                  f'output = "out/p{i:03d}.png"\nquality = "low"\n' for i in range(LOCK_TARGETS)]
         project.manifest("\n".join(body))
-        building.set()
-        reader = threading.Thread(target=read_back_to_back)
-        reader.start()
-        try:
-            result = project.build("-j", "4")
-        finally:
-            building.clear()
-            reader.join()
+        result = build_while_reading(project, read_once)
         assert result.code == 0, result.err
     torn = [why for why in seen.values() if why]
     assert not torn, torn[:3]
@@ -205,8 +215,6 @@ def test_a_reader_of_the_outputs_during_restores_only_ever_sees_no_file_or_the_w
     # place, so a reader (what a SIGKILL at that instant would leave) sees no file or the whole
     # image, never a cut one. Large accepted images (~3 MB of noise each) make each copy last: an
     # output written in place shows an empty or cut file here within a round.
-    import threading
-
     from PIL import Image
 
     body = ['[provider]\nname = "placeholder"\n']
@@ -221,32 +229,23 @@ def test_a_reader_of_the_outputs_during_restores_only_ever_sees_no_file_or_the_w
     locked = {e["outputs"][0]["path"]: e["outputs"][0]["sha256"] for e in lock_targets(project).values()}
     seen_whole = 0
     cut: list[str] = []
-    restoring = threading.Event()
 
-    def read_back_to_back() -> None:
+    def read_once() -> None:
         nonlocal seen_whole
-        while restoring.is_set():
-            for rel, sha in locked.items():
-                try:
-                    data = (project.root / rel).read_bytes()
-                except FileNotFoundError:
-                    continue
-                if hashlib.sha256(data).hexdigest() == sha:
-                    seen_whole += 1
-                else:
-                    cut.append(f"{rel}: {len(data)} bytes")
+        for rel, sha in locked.items():
+            try:
+                data = (project.root / rel).read_bytes()
+            except FileNotFoundError:
+                continue
+            if hashlib.sha256(data).hexdigest() == sha:
+                seen_whole += 1
+            else:
+                cut.append(f"{rel}: {len(data)} bytes")
 
     for _ in range(WHOLE_ROUNDS):
         for rel in locked:
             (project.root / rel).unlink()
-        restoring.set()
-        reader = threading.Thread(target=read_back_to_back)
-        reader.start()
-        try:
-            result = project.build("-j", "4")
-        finally:
-            restoring.clear()
-            reader.join()
+        result = build_while_reading(project, read_once)
         assert result.code == 0, result.err
         assert result.summary["restored"] == WHOLE_TARGETS and result.requests == 0
     assert not cut, cut[:3]
