@@ -216,16 +216,18 @@ def _command(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return code if code is not None else _main(argv)
+    return code if code is not None else _main(argv, fastpath.build_args())
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(argv: Sequence[str] | None, parsed: object | None = None) -> int:
+    """Parse the command line (unless the fast path has: ``parsed``) and run its command."""
     import signal
 
     # Ctrl-C works even where SIGINT came inherited as ignored (a background job of a script).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    if parsed is None:
+        parsed = build_parser().parse_args(argv)
+    args: argparse.Namespace = parsed  # type: ignore[assignment]  # or fastpath's equivalent
     for flag in ("json", "quiet", "verbose"):
         if not hasattr(args, flag):
             setattr(args, flag, False)

@@ -45,7 +45,7 @@ NAME_SENTINEL = "<<name>>"  # JSON leaves it as it is
 _run_started_ns = 0  # when this run began: anything modified since is not trusted by what it records
 
 _COMMON = {"--json": "json", "-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
-_BUILD_SWITCHES = frozenset({"-k", "--keep-going", "--yes"})  # no bearing on a no-op's answer
+_BUILD_SWITCHES = {"-k": "keep_going", "--keep-going": "keep_going", "--yes": "yes"}  # no bearing on a no-op's answer
 _VALUES = {"--provider": "provider", "--base-url": "base_url", "-j": "jobs", "--jobs": "jobs",
            "--max-cost": "max_cost"}
 _STATUS_VALUES = frozenset({"--provider", "--base-url"})
@@ -98,9 +98,9 @@ def _parse(argv: list[str]) -> _Args | None:
         if arg in _COMMON:
             args.flags.add(_COMMON[arg])
         elif args.command == "build" and arg in _BUILD_SWITCHES:
-            pass
+            args.flags.add(_BUILD_SWITCHES[arg])
         elif arg.startswith("--remote=") and arg[9:] in _REMOTE_MODES:
-            pass  # a no-op never asks the remote cache anything, whatever its mode
+            args.values["remote"] = arg[9:]  # a no-op never asks the remote cache anything, whatever its mode
         elif arg in _VALUES and (args.command == "build" or arg in _STATUS_VALUES):
             value = next(rest, None)
             if value is None or not value or value.startswith("-") or not _valid(_VALUES[arg], value):
@@ -138,10 +138,10 @@ def _paths(directory: str, manifest: str) -> tuple[str, str]:
 
 def answer(argv: list[str]) -> int | None:
     """Print the no-op answer and return the exit code, or return None for the full path."""
-    global _run_started_ns, _read, _manifest
+    global _run_started_ns, _read, _manifest, _parsed
     _run_started_ns = time.time_ns()
     _read = _manifest = None  # what an earlier run in this process read is not this run's
-    args = _parse(argv)
+    args = _parsed = _parse(argv)
     if args is None:
         return None
     try:
@@ -161,6 +161,30 @@ def answer(argv: list[str]) -> int | None:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     return 0
+
+
+_parsed: _Args | None = None  # the command line answer() parsed
+
+
+def build_args() -> object | None:
+    """The command line :func:`answer` parsed, as argparse gives it to ``build`` (cli.py), when
+    it is a build of every target: the command line of a one-prompt change, which then needs no
+    argparse (~15 ms). None for any other (argparse parses it). tests/test_cli.py holds the two
+    to the same namespace."""
+    from types import SimpleNamespace
+
+    args = _parsed
+    if args is None or args.command != "build" or args.targets:
+        return None
+    values, flags = args.values, args.flags
+    max_cost = values.get("max_cost")
+    return SimpleNamespace(
+        json="json" in flags, quiet="quiet" in flags, verbose="verbose" in flags,
+        directory=args.directory, manifest=args.manifest, command="build", func="cmd_build", targets=[],
+        jobs=int(values["jobs"]) if "jobs" in values else None, keep_going="keep_going" in flags, force=False,
+        max_cost=float(max_cost) if max_cost is not None else None, provider=values.get("provider"),
+        base_url=values.get("base_url"), remote=values.get("remote", "readwrite"), dry_run=False,
+        yes="yes" in flags)
 
 
 _read: tuple[str, tuple[int, int, int], tuple] | None = None  # type: ignore[type-arg]  # the last state read
@@ -226,11 +250,22 @@ def unchanged(state: tuple, root: str, read: dict[str, bytes] | None = None) -> 
         st = lstat(prefix + rel)
         if st.st_ino != inode or not stat.S_ISDIR(st.st_mode):
             return False
-    expected = iter(sigs)
-    for rel in files.split("\0") if files else ():
-        st = lstat(prefix + rel)
-        if st.st_size != next(expected) or st.st_mtime_ns != next(expected) or st.st_ino != next(expected):
-            return False
+    names = files.split("\0") if files else ()
+    if len(sigs) != 3 * len(names):
+        return False
+    # Each file by its path from the root's descriptor: the kernel walks one or two names, not
+    # the root's path again (its folders were checked above; a symlink among them fails there).
+    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if os.lstat in os.supports_dir_fd else None
+    base = "" if fd is not None else prefix
+    try:
+        expected = iter(sigs)
+        for rel, size, mtime, inode in zip(names, expected, expected, expected):
+            st = lstat(base + rel, dir_fd=fd)
+            if st.st_size != size or st.st_mtime_ns != mtime or st.st_ino != inode:
+                return False
+    finally:
+        if fd is not None:
+            os.close(fd)
     racy = state[15] if len(state) > 15 else ()
     if racy:
         from hashlib import sha256  # the lock's digest, as lockfile takes it: 5x blake2's speed here

@@ -197,7 +197,13 @@ def save_states(found: Found, lock: SplicedLock, stats: Stats, done: bool, state
         now = time.time_ns()
         files = f"\0{noop[10]}\0"
         sigs = list(noop[11])
-        racy = {rel: d for rel, d in (noop[15] if len(noop) > 15 else ())}
+        racy: dict[str, str] = {}
+        for rel, digest in noop[15] if len(noop) > 15 else ():
+            # This run checked these bytes (fastpath.unchanged): one no longer within a tick of
+            # now is trusted by its stat from here on, as git does with a racily clean entry.
+            at = files.find(f"\0{rel}\0")
+            if at < 0 or sigs[3 * files.count("\0", 0, at) + 1] >= now - fastpath.RACY_NS:
+                racy[rel] = digest
         for t in found.targets.values():
             for rel in t.outputs:
                 i = files.count("\0", 0, files.index(f"\0{rel}\0"))  # its place in the recorded list

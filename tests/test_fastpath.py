@@ -278,3 +278,32 @@ def test_a_full_build_that_drops_removed_targets_is_not_skipped(project: Project
     result = _falls_back(project, "build")  # ...but a full build must still drop crowned's entry
     assert result.code == 0 and "crowned" not in lock.read_text()
 
+
+
+@pytest.mark.parametrize("argv", [
+    ["build"], ["-q", "build"], ["build", "-q", "--json"], ["-v", "-C", "sub", "-f", "other.toml", "build"],
+    ["build", "-k", "--yes", "-j", "3", "--max-cost", "1.5"], ["build", "--keep-going", "--max-cost", "0"],
+    ["build", "--provider", "placeholder", "--base-url", "http://127.0.0.1:9/v1"], ["build", "--remote=read"],
+    ["build", "--remote=off", "-j", "12", "--max-cost", "20."], ["--json", "build", "--verbose"],
+])
+def test_the_command_line_a_scoped_build_takes_is_argparses(argv: list[str]) -> None:
+    """A build of every target runs on the fast path's parse (no argparse): the same namespace."""
+    from imgbuild import cli, fastpath
+
+    fastpath.answer(argv)  # parses (and finds no project here: None)
+    mine = fastpath.build_args()
+    assert mine is not None
+    theirs = cli.build_parser().parse_args(argv)
+    for flag in ("json", "quiet", "verbose"):  # as cli._main fills them in
+        if not hasattr(theirs, flag):
+            setattr(theirs, flag, False)
+    assert vars(mine) == vars(theirs)
+
+
+@pytest.mark.parametrize("argv", [["build", "hero"], ["status"], ["build", "-n"], ["build", "-B"], ["check"],
+                                  ["build", "--remote", "read"], ["build", "-j", "0"]])
+def test_other_command_lines_are_left_to_argparse(argv: list[str]) -> None:
+    from imgbuild import fastpath
+
+    fastpath.answer(argv)
+    assert fastpath.build_args() is None

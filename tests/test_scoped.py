@@ -178,6 +178,34 @@ def test_an_output_rewritten_in_place_right_after_a_scoped_build_is_not_taken_fo
     assert "t1" in result.out and "edited by hand" in result.out
 
 
+def _racy(project: Project) -> list[str]:
+    """The files the no-op state trusts by their bytes, not their stat (racily clean)."""
+    import marshal
+
+    state = marshal.loads((project.root / ".imgbuild" / "noop.marshal").read_bytes())
+    return sorted(rel for rel, _ in state[15])
+
+
+def test_a_racily_clean_output_is_trusted_by_its_stat_once_a_later_build_checked_it_past_the_tick(
+        project: Project, tmp_path: Path) -> None:
+    """Else every scoped build adds its outputs to the files each later run reads and hashes."""
+    ready(project)
+    t1 = 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'
+    project.manifest(manifest({**TABLES, "t1": t1}))
+    assert traced(project, tmp_path)[1] == ["scoped t1"]
+    assert _racy(project) == ["images.lock", "out/t1.png"]
+    time.sleep(1.1)  # fastpath.RACY_NS
+    project.manifest(manifest({**TABLES, "t1": t1, "t0": 'prompt = "a red fox at dusk"\nsize = "1024x640"\n'}))
+    assert traced(project, tmp_path)[1] == ["scoped t0"]  # it checked t1's bytes: t1 is no longer racy
+    assert _racy(project) == ["images.lock", "out/t0.png"]
+    out = project.root / "out" / "t1.png"
+    data = bytearray(out.read_bytes())
+    data[-20] ^= 0xFF  # rewritten in place now: a new mtime, seen by its stat
+    out.write_bytes(data)
+    result = project.run("status")
+    assert "t1" in result.out and "edited by hand" in result.out
+
+
 @pytest.mark.parametrize("other", ["input", "output", "lock", "global"])
 def test_a_change_to_another_kind_of_file_leaves_the_build_to_the_full_path(project: Project, tmp_path: Path,
                                                                            other: str) -> None:
