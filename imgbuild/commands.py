@@ -38,14 +38,14 @@ def _reporter(args: argparse.Namespace) -> Reporter:
 # -- commands: each returns an exit code -------------------------------------------------------
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .executor import BuildOptions
-
     if not (args.dry_run or args.targets or args.force is not False):  # a few tables edited: scoped.py
         from . import scoped
 
         code = scoped.build(args, _reporter, _collect_garbage_from_now)
         if code is not None:
             return code
+    from .executor import BuildOptions
+
     project = _project(args)
     force = None if args.force is False else tuple(args.targets)
     options = BuildOptions(jobs=args.jobs, keep_going=args.keep_going, max_cost_usd=args.max_cost, force=force,

@@ -203,6 +203,16 @@ def atomic_write_parts(path: Path, parts: Iterable[bytes | memoryview], *, durab
     _atomic(path, write, durable)
 
 
+def rewrite_cache_file(path: Path, parts: Iterable[bytes | memoryview]) -> None:
+    """A machine-local cache file (a state in ``.imgbuild/``) written anew, not durably: the old
+    one is deleted first, so that the rename replaces no file, which on ext4 (auto_da_alloc)
+    writes the new file's data out at once (measured: ~3 ms for 3 MB). A reader may find no file
+    for that moment, which a cache's reader takes for no cache."""
+    with contextlib.suppress(FileNotFoundError):
+        remove(path)
+    atomic_write_parts(path, parts, durable=False)
+
+
 def atomic_copy(source: Path, dest: Path, *, mode: int = 0o644, dirs: DirSyncs | None = None) -> None:
     """Copy ``source`` to ``dest`` atomically (streamed, never held in memory). With ``dirs``,
     the folder's fsync is left to its next :meth:`DirSyncs.flush`."""

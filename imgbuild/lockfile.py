@@ -14,7 +14,7 @@ import marshal
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -176,13 +176,8 @@ class Lock:
             with journal.mutex:  # the snapshot holds exactly the records before ``folded``
                 snapshot, folded = dict(self.targets), journal.size
             parts = self._serialized(snapshot)
-        hasher = hashlib.sha256()
-        for part in parts:
-            hasher.update(part)
-        digest = hasher.hexdigest()
-        wrote = digest != self._saved_digest
+        digest, wrote = self._write(parts)
         if wrote:
-            atomic_write_parts(self.path, parts)
             self._saved_digest = digest
             _trace_write(digest)
         if journal is not None:
@@ -190,6 +185,15 @@ class Lock:
         if json_copy and digest != self._json_digest and self.targets:
             self._write_json_copy(digest)
         return wrote
+
+    def _write(self, parts: list[bytes | memoryview]) -> tuple[str, bool]:
+        """The sha256 of ``parts``, and whether they were written: not when the lock on disk
+        holds those very bytes."""
+        digest = sha256_of(parts)
+        if digest == self._saved_digest:
+            return digest, False
+        atomic_write_parts(self.path, parts)
+        return digest, True
 
     def _serialized(self, snapshot: dict[str, dict[str, Any]] | None) -> list[bytes | memoryview]:
         """The lock's bytes, in the pieces they are written from (splice.py's lock keeps most of
@@ -252,6 +256,13 @@ class Lock:
             self._json_base = (digest, dict(self.targets))
         except (OSError, ValueError):
             pass  # only a speed-up
+
+
+def sha256_of(parts: Iterable[bytes | memoryview]) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(part)
+    return hasher.hexdigest()
 
 
 def _parse(data: bytes) -> dict[str, Any]:

@@ -43,6 +43,12 @@ class PlaceholderProvider:
         return files
 
 
+def load_renderer() -> None:
+    """Load what :func:`render` draws with, ahead of the first render (the scoped path does it
+    while other work is under way)."""
+    from PIL import Image, ImageDraw  # noqa: F401
+
+
 def _palette(seed: bytes) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     h = hashlib.sha256(seed).digest()
     bg = (80 + h[0] % 120, 80 + h[1] % 120, 80 + h[2] % 120)
