@@ -3,7 +3,6 @@ spending past it while others are in flight."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from .errors import BudgetExceeded
@@ -12,6 +11,7 @@ from .pricing import ceiling_usd
 from .takes import images_asked
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Mapping
 
     from .plan import Decision, Planner

@@ -17,18 +17,19 @@ next build deletes them (fsutil.remove_leftovers) and restores the outputs again
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import functools
 import os
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .fsutil import _DIR_FD, _O_NOFOLLOW, DirSyncs, _atomic, _fsync_fd, _open_folder, _temp_name
+
+if TYPE_CHECKING:  # loaded by BatchedRestores, the executor's: a batch of one (sequential.py) needs neither
+    import asyncio
 
 BATCH = 64  # restores per batch: enough to share one sync, few enough to keep the outputs coming
 THREADS = 8  # batches copied at once: the copies wait on the disk and the journal, not the CPU
@@ -250,12 +251,16 @@ class BatchedRestores:
 
     def __init__(self, restore: Callable[[Any, CopyBatch], None], dirs: DirSyncs,
                  initializer: Callable[[], None] | None = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self._restore = restore
         self._dirs = dirs
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="imgbuild-restore", initializer=initializer)
         self._pending: list[tuple[Any, asyncio.Future[None]]] = []
 
     async def restore(self, decision: Any) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         if not self._pending:
@@ -281,6 +286,8 @@ class BatchedRestores:
 
 
 def _settle(done: asyncio.Future[dict[str, Exception]], chunk: list[tuple[Any, asyncio.Future[None]]]) -> None:
+    import asyncio
+
     errors: dict[str, Exception] = {}
     failure: BaseException | None = done.exception() if not done.cancelled() else asyncio.CancelledError()
     if failure is None:

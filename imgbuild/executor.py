@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, cast
 from . import copybatch
 from .budget import check_budget  # noqa: F401 - re-exported: project.py and cli.py take it from here
 from .deriving import Derives
-from .errors import ImgbuildError, ProviderError
+from .errors import ImgbuildError
 from .lockwriter import LockWriter, lock_entry, utc_now  # noqa: F401 - re-exported, as check_budget
-from .plan import Action, Decision, State
+from .plan import Action, Decision
 from .providers.base import Provider
 from .requesting import Requests
 from .restoring import Restores
+from .runbase import RunBase
 from .summary import BuildOptions, Summary  # noqa: F401 - re-exported: the library's names
 
 if TYPE_CHECKING:
@@ -36,17 +37,10 @@ if TYPE_CHECKING:
     from .ui import Reporter
 
 
-class Executor:
+class Executor(RunBase):
     def __init__(self, project: BuildContext, planner: Planner, order: list[str], reporter: Reporter,
                  options: BuildOptions, open_provider: Callable[[], Provider]) -> None:
-        self.project = project
-        self.planner = planner
-        self.order = order
-        self.reporter = reporter
-        self.options = options
-        self.summary = Summary()
-        self.stopping = False
-        self._sigints = 0
+        super().__init__(project, planner, order, reporter, options)
         self.jobs = max(1, options.jobs or project.settings.concurrency)
         self.lock_writer = LockWriter(project)
         self.dirs = self.lock_writer.dirs
@@ -189,17 +183,7 @@ class Executor:
         return task.result()
 
     def _on_sigint(self) -> None:
-        self._sigints += 1
-        if self._sigints == 1:
-            self.stopping = True
-            self.summary.interrupted = True
-            n = len(self.requests.running)
-            self.reporter.warn(
-                f"interrupted: starting nothing new; waiting for {n} request(s) in flight to finish "
-                "and be saved (Ctrl-C again to abandon them)" if n else "interrupted: starting nothing new"
-            )
-        else:
-            self.reporter.warn("interrupted again: abandoning the requests in flight")
+        if self.interrupted(len(self.requests.running)):
             for task in list(self.requests.running):
                 task.cancel()
 
@@ -250,27 +234,8 @@ class Executor:
     def restore(self, decision: Decision, staged: dict[str, Path] | None = None) -> None:
         self.restores.restore(decision, staged)
 
-    def finished(self, decision: Decision) -> None:
-        self.planner.decisions[decision.name] = Decision(
-            decision.name, State.OK, Action.NOTHING, [], decision.spec,
-            promised=tuple(self.project.stats.digest(o) for o in self.project.targets[decision.name].outputs),
-        )
+    def _lock_changed(self) -> None:
         self.lock_writer.changed()
-
-    def skip(self, name: str, why: str, *, started: bool = True) -> None:
-        self.summary.skipped += 1
-        if not started:
-            self.summary.not_started += 1
-        self.reporter.event("skipped", name, why)
-
-    def fail(self, name: str, error: BaseException | str) -> None:
-        self.summary.failed += 1
-        text = str(error) or type(error).__name__
-        message = text if isinstance(error, ProviderError) and error.target else f"{name}: {text}"
-        self.summary.failures.append(message)
-        self.reporter.event("failed", name, message)
-        if not self.options.keep_going:
-            self.stopping = True
 
 
 class _Notices(logging.Handler):

@@ -3,7 +3,6 @@ that keeps ``images.lock`` up to date without work proportional to the project p
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +44,8 @@ class LockWriter:
     INTERVAL_S = 1.0
 
     def __init__(self, project: BuildContext) -> None:
+        import asyncio
+
         from .fsutil import DirSyncs
 
         self.project = project
@@ -60,11 +61,15 @@ class LockWriter:
         self._last = time.monotonic()  # the first rewrite a second in: at most one per second, plus the last
 
     def changed(self) -> None:
+        import asyncio
+
         self._dirty = True
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._write())
 
     async def _write(self) -> None:
+        import asyncio
+
         try:
             while self._dirty and not self._closing:
                 wait = self._last + self.INTERVAL_S - time.monotonic()
@@ -88,6 +93,8 @@ class LockWriter:
         self.project.lock.save(json_copy=json_copy)
 
     async def flush(self) -> None:
+        import asyncio
+
         self._closing = True
         self._wake.set()
         if self._task is not None:

@@ -1,14 +1,19 @@
 """How the executor builds a target by a request: within the budget, the inputs snapshotted as
 sent, the provider's images into the cache before anything else can go wrong, the run cache, then
 the outputs and the lock (a restore of what was just paid for). A failure keeps what was paid
-for: in the cache, or in the rescue folder."""
+for: in the cache, or in the rescue folder.
+
+The steps are a generator (:meth:`Requests.steps`) that says what to run and gets its result
+back: the executor runs each in a thread and awaits the provider (:meth:`Requests._call`);
+sequential.py runs them one after another in its own thread. One order, two drivers.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import safekeep
 from .budget import Budget, usd_text
@@ -20,7 +25,8 @@ from .providers.base import ImageRequest, Provider
 from .takes import choose, expected_images, images_asked
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    import asyncio
+    from collections.abc import Callable, Generator
 
     from .context import RunContext
 
@@ -41,6 +47,20 @@ class Requests:
     def start(self, decision: Decision) -> bool | asyncio.Task[bool] | None:
         """The request's task; False when it cannot start; None when it must wait for the
         requests in flight (over the budget while they hold part of it)."""
+        ready = self.prepare(decision)
+        if not isinstance(ready, tuple):
+            return ready
+        import asyncio
+
+        provider, request, reserve = ready
+        task = asyncio.create_task(self._call(provider, request, decision))
+        self.budget.hold(task, reserve)
+        self.running.add(task)
+        return task
+
+    def prepare(self, decision: Decision) -> tuple[Provider, ImageRequest, float] | bool | None:
+        """The provider, the request and what it holds of the budget, once its start is said; or
+        False, or None, as :meth:`start` returns them."""
         name = decision.name
         reserve = self.budget.reserve(decision)
         if not self.budget.allows(reserve):
@@ -63,10 +83,7 @@ class Requests:
         self.ex.summary.estimate_usd += decision.estimate_usd
         self.ex.reporter.event("started", name, decision.reason, state=str(decision.state),
                                estimate_usd=decision.estimate_usd or None)
-        task = asyncio.create_task(self._call(provider, request, decision))
-        self.budget.hold(task, reserve)
-        self.running.add(task)
-        return task
+        return provider, request, reserve
 
     def landed(self, task: asyncio.Task[bool]) -> None:
         self.running.discard(task)
@@ -116,24 +133,48 @@ class Requests:
             self.ex.stopping = True
 
     async def _call(self, provider: Provider, request: ImageRequest, decision: Decision) -> bool:
+        """:meth:`steps`, each in a thread but the provider's, which is awaited."""
+        import asyncio
+
+        steps = self.steps(request, decision)
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            try:
+                step = steps.throw(thrown) if thrown is not None else steps.send(sent)
+            except StopIteration as done:
+                return bool(done.value)
+            sent, thrown = None, None
+            try:
+                if isinstance(step, Generate):
+                    sent = await provider.generate(step.request, step.folder)
+                else:
+                    sent = await asyncio.to_thread(step)
+            except BaseException as exc:  # raised in the steps, as an await there would raise it
+                thrown = exc
+
+    def steps(self, request: ImageRequest, decision: Decision) -> Generator[Generate | Callable[[], Any], Any, bool]:
+        """The request, from its staging folder to its outputs: yields what to run (a call, or
+        the provider's :class:`Generate`) and is sent its result or thrown its error; returns
+        whether the target was built."""
         name = decision.name
         cache = self.project.cache
         summary = self.ex.summary
         assert decision.spec is not None
-        staging = await asyncio.to_thread(safekeep.staging_for, cache, request, self.project.state_dir / "tmp")
+        staging = yield partial(safekeep.staging_for, cache, request, self.project.state_dir / "tmp")
         keep_staging = False
         started = time.monotonic()
         try:
             # Sent as copied and hashed here: a save of an input mid-upload changes neither.
-            request = await asyncio.to_thread(safekeep.snapshot_inputs, request, decision.spec, staging.folder)
+            request = yield partial(safekeep.snapshot_inputs, request, decision.spec, staging.folder)
             try:
-                result = await provider.generate(request, staging.folder)
+                result = yield Generate(request, staging.folder)
             except ProviderError as exc:
                 summary.requests += exc.requests
                 summary.retries += exc.retries
                 self.budget.spent(name, exc.cost_usd or 0.0)  # paid for all the same
                 self._failed(name, exc)
-                keep_staging = not await asyncio.to_thread(self._keep_paid_for, name, staging)
+                keep_staging = not (yield partial(self._keep_paid_for, name, staging))
                 return False
             summary.requests += result.requests
             summary.retries += result.retries
@@ -143,16 +184,16 @@ class Requests:
                 self.budget.spent(name, cost)  # paid, whatever becomes of the images
             # Paid for: into the cache before anything else can go wrong (or, if it cannot take
             # them, kept where they are until they reach the outputs or the rescue folder).
-            infos, staged, cache_error = await asyncio.to_thread(safekeep.store, cache, result.files)
+            infos, staged, cache_error = yield partial(safekeep.store, cache, result.files)
             record = RunRecord(infos, self.project.settings.preset, cost, utc_now())
             target = self.project.targets[name]
             if len(infos) != expected_images(target):
-                keep_staging = bool(staged) and not await asyncio.to_thread(self._rescue, name, staged)
+                keep_staging = bool(staged) and not (yield partial(self._rescue, name, staged))
                 self.ex.fail(name, f"asked for {expected_images(target)} image(s), the API returned {len(infos)} "
                                    "(kept in the cache)")
                 return False
             if not staged:
-                await asyncio.to_thread(cache.put_run, decision.spec.digest, record)
+                yield partial(cache.put_run, decision.spec.digest, record)
                 remote = self.ex.remote
                 if remote is not None:  # in the background: the next request does not wait
                     remote.publish(decision.spec.digest, record)
@@ -163,16 +204,16 @@ class Requests:
             restored = Decision(name, decision.state, Action.RESTORE, decision.reasons, decision.spec,
                                 chosen, takes=takes)
             try:
-                await asyncio.to_thread(self.ex.restore, restored, staged)
+                yield partial(self.ex.restore, restored, staged)
             except Exception:
                 if not staged:
                     raise  # the cache has them: the next build restores them for free
-                keep_staging = not await asyncio.to_thread(self._rescue, name, staged)
+                keep_staging = not (yield partial(self._rescue, name, staged))
                 raise
             for sha, f in staged.items():  # in the outputs now: not images left over for _keep_paid_for
                 if any(o.sha256 == sha for o in chosen.outputs):  # (takes not picked are left over)
                     f.unlink()
-            keep_staging = not await asyncio.to_thread(self._keep_paid_for, name, staging)
+            keep_staging = not (yield partial(self._keep_paid_for, name, staging))
             if staged:
                 self._uncached.append(name)
                 summary.uncached += len(staged)
@@ -215,6 +256,15 @@ class Requests:
         self.ex.reporter.line(f"error: {name}: {len(staged)} paid image(s) could go neither into the cache nor "
                               f"to the outputs; kept in {where}", error=True)
         return folder is not None
+
+
+class Generate:
+    """A step of :meth:`Requests.steps`: the provider's images for ``request``, into ``folder``."""
+
+    __slots__ = ("request", "folder")
+
+    def __init__(self, request: ImageRequest, folder: Path) -> None:
+        self.request, self.folder = request, folder
 
 
 def _check_mask_fits(root: Path, mask: str, first: str) -> None:

@@ -4,7 +4,6 @@ the lock. A request's images take the same way once they are in the cache."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from functools import partial
@@ -18,6 +17,8 @@ from .plan import Action, Decision, State
 from .review import history
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .context import RunContext
     from .remotecache import RemoteCache
 

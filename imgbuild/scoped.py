@@ -313,15 +313,15 @@ class _Resolver:
 
 def _run(found: Found, args: argparse.Namespace, reporter_for: Callable[[argparse.Namespace], Reporter],
          collect_garbage: Callable[[], None]) -> int | None:
-    import asyncio
     from pathlib import Path
 
+    from .budget import check_budget
     from .cache import LocalCache
-    from .executor import BuildOptions, check_budget
     from .plan import Action, Planner
     from .providers import PRESETS
     from .providers.base import ProviderSettings
     from .splice import SplicedLock, Stats, save_states
+    from .summary import BuildOptions
 
     settings = ProviderSettings(**found.settings)
     preset = PRESETS[settings.preset]
@@ -370,7 +370,7 @@ def _run(found: Found, args: argparse.Namespace, reporter_for: Callable[[argpars
         try:
             check_budget(decisions, options.max_cost_usd)
             collect_garbage()
-            summary = asyncio.run(_build(context, planner, order, reporter, options, decisions))
+            summary = _build(context, planner, order, reporter, options, decisions)
         finally:
             reporter.close()
         summary.up_to_date += found.count - len(order)
@@ -385,15 +385,16 @@ def _run(found: Found, args: argparse.Namespace, reporter_for: Callable[[argpars
     return 0 if summary.complete else 1
 
 
-async def _build(context: _Context, planner: Any, order: list[str], reporter: Any, options: Any,
-                 decisions: list[Any]) -> Any:
-    import asyncio
+def _build(context: _Context, planner: Any, order: list[str], reporter: Any, options: Any,
+           decisions: list[Any]) -> Any:
+    """The scoped targets built: with the placeholder, one after another in this thread
+    (sequential.py: no event loop to load); else by the executor, as the full path builds."""
     import contextlib
     import dataclasses
 
-    from .executor import Executor, Summary
     from .fsutil import allow_writes_under, remove_leftovers
     from .plan import Action
+    from .summary import Summary
 
     if not any(d.action is not Action.NOTHING for d in decisions):
         return Summary(up_to_date=len(decisions))
@@ -414,16 +415,21 @@ async def _build(context: _Context, planner: Any, order: list[str], reporter: An
     with contextlib.suppress(OSError):
         context.cache.register_project(context.root)
 
-    def leftovers() -> None:
-        # As Project._take_leftovers, but not the outputs' folders (10,000 names to list): a
-        # build writes there only while its lock journal is open, so one killed there sends the
-        # next build to the full path, which removes them. (Another command's, as after a no-op,
-        # wait for the next full build: junk, never read.)
-        context.cache.recover(context.state_dir / "tmp")
-        remove_leftovers([context.state_dir, context.lock.path.parent])
+    # As Project._take_leftovers, but not the outputs' folders (10,000 names to list): a build
+    # writes there only while its lock journal is open, so one killed there sends the next build
+    # to the full path, which removes them. (Another command's, as after a no-op, wait for the
+    # next full build: junk, never read.)
+    context.cache.recover(context.state_dir / "tmp")
+    remove_leftovers([context.state_dir, context.lock.path.parent])
+    if context.settings.preset == "placeholder":
+        from .sequential import Sequential
 
-    await asyncio.to_thread(leftovers)
-    return await Executor(context, planner, order, reporter, options, open_provider).run()  # type: ignore[arg-type]
+        return Sequential(context, planner, order, reporter, options, open_provider).run()  # type: ignore[arg-type]
+    import asyncio
+
+    from .executor import Executor
+
+    return asyncio.run(Executor(context, planner, order, reporter, options, open_provider).run())  # type: ignore[arg-type]
 
 
 def _take_run_lock(state_dir: Any) -> int | None:

@@ -359,3 +359,51 @@ def test_the_spliced_lock_writes_only_other_bytes_and_knows_their_digest(project
     inode = path.stat().st_ino
     assert lock.save(json_copy=False) is False  # nothing changed since it wrote
     assert path.stat().st_ino == inode
+
+
+def test_a_placeholder_change_is_built_without_loading_asyncio(project: Project) -> None:
+    """sequential.py: no event loop for a few local renders (its import is a tenth of the change)."""
+    import subprocess
+    import sys
+
+    ready(project)
+    project.manifest(manifest({**TABLES, "t1": 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'}))
+    probe = ("import sys; from imgbuild import cli; code = cli.main(['-C', sys.argv[1], 'build', '-q']); "
+             "print(code, 'asyncio' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, str(project.root)], env=project.env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.splitlines()[-1] == "0 False", out.stderr
+    assert project.run("check").code == 0
+
+
+def test_the_first_ctrl_c_in_a_placeholder_change_lets_the_render_under_way_finish(project: Project,
+                                                                                   tmp_path: Path) -> None:
+    """As the executor does: start nothing new, keep what is under way, exit 130."""
+    import signal
+    import subprocess
+    import sys
+
+    ready(project)
+    project.manifest(manifest({**TABLES, "t0": 'prompt = "a red fox at dusk"\nsize = "1024x640"\n',
+                               "t1": 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'}))
+    trace = tmp_path / "trace"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgbuild", "-C", str(project.root), "build", "--json"],
+        env={**project.env, "IMGBUILD_PLACEHOLDER_DELAY": "1.5", "IMGBUILD_TRACE_SCOPED": str(trace)},
+        stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line).get("event") == "started":  # t0: rendering now
+            proc.send_signal(signal.SIGINT)
+            break
+    out, _ = proc.communicate(timeout=30)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert proc.returncode == 130
+    assert trace.read_text().splitlines() == ["scoped t0 t1"]
+    assert any(e["event"] == "warning" and e["message"].startswith(
+        "interrupted: starting nothing new; waiting for 1 request(s) in flight") for e in events)
+    assert [e["target"] for e in events if e["event"] == "built"] == ["t0"]
+    assert [e["target"] for e in events if e["event"] == "skipped"] == ["t1"]
+    assert events[-1]["event"] == "summary" and events[-1]["interrupted"]
+    assert "a red fox at dusk" in project.read("images.lock").decode()
+    assert project.build().events[-1]["built"] == 1  # t1, now

@@ -8,10 +8,10 @@ backdrop, with the mask's editable area tinted; the others as inset thumbnails).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,18 @@ class PlaceholderProvider:
         self.delay_s = float(os.environ.get("IMGBUILD_PLACEHOLDER_DELAY", "0") or 0)
 
     async def generate(self, request: ImageRequest, folder: Path) -> ImageResult:
+        import asyncio
+
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         files = await asyncio.to_thread(self._render_all, request, folder)
         return ImageResult(files=files, cost_usd=0.0, requests=1)
+
+    def generate_now(self, request: ImageRequest, folder: Path) -> ImageResult:
+        """:meth:`generate` in this thread, for a build without an event loop (sequential.py)."""
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return ImageResult(files=self._render_all(request, folder), cost_usd=0.0, requests=1)
 
     async def aclose(self) -> None:
         return None

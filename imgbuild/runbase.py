@@ -1,0 +1,69 @@
+"""What every runner of a plan shares (executor.py, sequential.py): the build's summary and
+options, and how a target ends — finished, skipped or failed — said the same way by both."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import ProviderError
+from .plan import Action, Decision, State
+from .summary import Summary
+
+if TYPE_CHECKING:
+    from .context import BuildContext
+    from .plan import Planner
+    from .summary import BuildOptions
+    from .ui import Reporter
+
+
+class RunBase:
+    def __init__(self, project: BuildContext, planner: Planner, order: list[str], reporter: Reporter,
+                 options: BuildOptions) -> None:
+        self.project = project
+        self.planner = planner
+        self.order = order
+        self.reporter = reporter
+        self.options = options
+        self.summary = Summary()
+        self.stopping = False
+        self._sigints = 0
+
+    def interrupted(self, in_flight: int) -> bool:
+        """Ctrl-C: the first starts nothing new and lets the requests in flight finish and be
+        saved; the second abandons them (the caller does, when this returns True)."""
+        self._sigints += 1
+        if self._sigints == 1:
+            self.stopping = True
+            self.summary.interrupted = True
+            self.reporter.warn(
+                f"interrupted: starting nothing new; waiting for {in_flight} request(s) in flight to finish "
+                "and be saved (Ctrl-C again to abandon them)" if in_flight else "interrupted: starting nothing new"
+            )
+            return False
+        self.reporter.warn("interrupted again: abandoning the requests in flight")
+        return True
+
+    def _lock_changed(self) -> None:
+        """A finished target's entry is in the lock (and its journal): the runner saves it in time."""
+
+    def finished(self, decision: Decision) -> None:
+        self.planner.decisions[decision.name] = Decision(
+            decision.name, State.OK, Action.NOTHING, [], decision.spec,
+            promised=tuple(self.project.stats.digest(o) for o in self.project.targets[decision.name].outputs),
+        )
+        self._lock_changed()
+
+    def skip(self, name: str, why: str, *, started: bool = True) -> None:
+        self.summary.skipped += 1
+        if not started:
+            self.summary.not_started += 1
+        self.reporter.event("skipped", name, why)
+
+    def fail(self, name: str, error: BaseException | str) -> None:
+        self.summary.failed += 1
+        text = str(error) or type(error).__name__
+        message = text if isinstance(error, ProviderError) and error.target else f"{name}: {text}"
+        self.summary.failures.append(message)
+        self.reporter.event("failed", name, message)
+        if not self.options.keep_going:
+            self.stopping = True
