@@ -150,28 +150,6 @@ class Executor(RunBase):
             return heapq.heappop(ready)[1]
         return None
 
-    def _with_work(self) -> list[str]:
-        """The order without the targets planned up to date: they are final (nothing replaces
-        their decision but their own build), done before the loop starts, and a one-target change
-        in 10,000 must not walk the scheduler over the other 9,999. One that reads what a target
-        with work makes stays: if that one fails, it is skipped, as before."""
-        decisions, selected = self.planner.decisions, set(self.order)
-        done: set[str] = set()
-        order = []
-        for name in self.order:  # in build order: a target's dependencies are decided first
-            d = decisions.get(name)
-            if (d is not None and d.action is Action.NOTHING
-                    and all(p in done or p not in selected for p in self.project.deps[name])):
-                done.add(name)
-            else:
-                order.append(name)
-        self.summary.up_to_date += len(done)
-        trace = os.environ.get("IMGBUILD_TRACE_SCHEDULED")
-        if trace:  # for tests: which targets the scheduler walked, one line per build
-            with open(trace, "a") as f:
-                f.write(" ".join(order) + "\n")
-        return order
-
     def _outcome(self, name: str, task: asyncio.Task[bool]) -> bool:
         if task.cancelled():
             self.skip(name, "abandoned: interrupted")

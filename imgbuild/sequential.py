@@ -64,7 +64,7 @@ class Sequential(RunBase):
         handled = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._on_sigint) if handled else None
         try:
-            for name in self.order:
+            for name in self._with_work():
                 failed = [d for d in self.project.deps[name] if results.get(d) is False]
                 if failed:
                     self.skip(name, f"depends on {', '.join(failed)}, which was not built")
