@@ -6,9 +6,11 @@ starts, the resolved targets, the manifest-wide settings and who reads whose out
 ``build`` (:func:`build`) compares the manifest with those bytes (common prefix and suffix, at
 memcmp speed), so that only the tables the edit touched are cut out, parsed and validated
 (tablecheck, no pydantic). When every other file still has its recorded state (one stat each, as
-the fast path checks) and the edit keeps each table's outputs and inputs, only those targets and
-the ones that read their outputs can have work: they are planned and built by the same planner and
-executor as ever, their lock entries are spliced into the lock's text (the others' text is copied,
+the fast path checks; at scale taken by a helper process while this one loads the build:
+fastpath.StatCheck) and the edit keeps each table's outputs and inputs, only those targets and
+the ones that read their outputs can have work: they are planned by the same planner and built by
+the executor's steps (with the placeholder one after another, without an event loop:
+sequential.py), their lock entries are spliced into the lock's text (the others' text is copied,
 not parsed), and the states are spliced for the next run. The rest are up to date.
 
 Anything else — a header, a global table or many tables edited, a table added, removed or made
