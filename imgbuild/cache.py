@@ -20,8 +20,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -266,6 +264,8 @@ class LocalCache:
     def put_copy(self, path: Path) -> OutputInfo:
         with self.stage() as staging:
             copy = staging.file("copy")
+            import shutil
+
             shutil.copyfile(path, copy)
             return self.put_file(copy)
 
@@ -290,7 +290,7 @@ class LocalCache:
         new = tmp / ".new"
         with open_folder(new):
             pass
-        made = Path(tempfile.mkdtemp(prefix="stage-", dir=new))
+        made = _new_folder(new, "stage-")
         if fcntl is None:
             return made
         # Locked before it appears under tmp/, so that no sweep ever sees it unlocked.
@@ -304,7 +304,7 @@ class LocalCache:
     def discard_staging(self, path: Path, *, keep: bool = False) -> None:
         """Delete a staging folder; with ``keep``, only unlock it (the next build adopts it)."""
         if not keep:
-            shutil.rmtree(path, ignore_errors=True)
+            _rmtree(path)
         fd = self._held.pop(path, None)
         if fd is not None:
             os.close(fd)
@@ -332,7 +332,7 @@ class LocalCache:
                     if f.is_file() and not f.is_symlink() and f.stat().st_size:
                         self.put_file(f)
                         kept += 1
-                shutil.rmtree(stage, ignore_errors=True)
+                _rmtree(stage)
             except OSError:
                 continue  # the cache cannot take them now (full, read-only): they wait for a later build
             finally:
@@ -340,7 +340,7 @@ class LocalCache:
         for made in (tmp / ".new").glob("stage-*"):  # killed between mkdtemp and the rename: empty
             with contextlib.suppress(OSError):
                 if made.stat().st_mtime < time.time() - 3600:
-                    shutil.rmtree(made, ignore_errors=True)
+                    _rmtree(made)
         return kept
 
     def put_file(self, path: Path) -> OutputInfo:
@@ -483,5 +483,30 @@ class LocalCache:
             tmp = self.root / "tmp"
             for stage in tmp.glob("stage-*"):
                 if stage.stat().st_mtime < time.time() - 86400:
-                    shutil.rmtree(stage, ignore_errors=True)
+                    _rmtree(stage)
         return removed, freed
+
+
+def _new_folder(parent: Path, prefix: str) -> Path:
+    """A new folder of this process's only (mode 0700), as tempfile.mkdtemp makes one (whose
+    import brings shutil's and random's: ~4 ms of a one-prompt change)."""
+    for _ in range(100):
+        made = parent / f"{prefix}{os.urandom(8).hex()}"
+        try:
+            os.mkdir(made, 0o700)
+        except FileExistsError:
+            continue
+        return made
+    raise FileExistsError(f"{parent}: no new folder name found")
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a folder and what it holds, if it can (a staging folder is empty, mostly)."""
+    try:
+        os.rmdir(path)
+        return
+    except OSError:
+        pass
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -219,6 +218,8 @@ def atomic_copy(source: Path, dest: Path, *, mode: int = 0o644, dirs: DirSyncs |
 
     def copy(out: BinaryIO) -> None:
         with open(source, "rb") as src:
+            import shutil
+
             shutil.copyfileobj(src, out, 1024 * 1024)
 
     _atomic(dest, copy, durable=True, mode=mode, dirs=dirs)

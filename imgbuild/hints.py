@@ -6,7 +6,6 @@ knigt`` already suggests ``knight``; ``images.a.images[1]``, never ``images.a.im
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +49,8 @@ def unknown_field(loc: Sequence[Any]) -> str:
     name = str(name)
     if table == ["defaults"] and name in _target_only():
         return f"unknown field: {name} belongs to a target ([images.NAME]); [defaults] holds what targets share"
+    import difflib  # for a message only
+
     close = difflib.get_close_matches(name, _fields_at(table), n=1, cutoff=0.6)
     return f"unknown field (did you mean {close[0]}?)" if close else "unknown field"
 

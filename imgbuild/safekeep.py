@@ -11,7 +11,6 @@ saved again while its edit uploads changes neither what is sent nor what the loc
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -76,6 +75,8 @@ def snapshot_inputs(request: ImageRequest, spec: Spec, staging: Path) -> ImageRe
     for i, (source, ref) in enumerate(zip(sources, expected, strict=True)):
         copy = staging / "inputs" / str(i) / source.name  # the name is sent as the part's file name
         copy.parent.mkdir(parents=True)
+        import shutil
+
         shutil.copyfile(source, copy)
         if file_sha256(copy) != ref.sha256:
             raise InputChanged(f"{ref.path} changed while its request was being prepared; nothing was sent: "
