@@ -177,20 +177,9 @@ class Executor(RunBase):
             decision = self.planner.decide(name)
             if decision.action is Action.REQUEST and self.planner.remote is not None and not restores.ask_later(decision):
                 decision = await restores.from_remote(decision)
-        if decision.action is Action.NOTHING:
-            self.summary.up_to_date += 1
-            return True
-        if decision.action is Action.SKIP:
-            self.summary.skipped += 1
-            self.reporter.event("skipped", name, decision.reason, state=str(decision.state))
-            # A modified or pinned output still feeds its dependents as it is on disk.
-            return all(p is not None for p in decision.promised)
-        if decision.action is Action.FAIL:
-            self.fail(name, decision.reason)
-            return False
-        if self.stopping:
-            self.skip(name, "not started: the build is stopping", started=False)
-            return False
+        settled = self._settled(name, decision)
+        if settled is not None:
+            return settled
         if decision.action is Action.REQUEST and restores.ask_later(decision):
             task = asyncio.create_task(restores.remote_or_request(decision))
         elif decision.action is Action.RESTORE:

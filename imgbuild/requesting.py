@@ -136,22 +136,14 @@ class Requests:
         """:meth:`steps`, each in a thread but the provider's, which is awaited."""
         import asyncio
 
-        steps = self.steps(request, decision)
-        sent: Any = None
-        thrown: BaseException | None = None
-        while True:
+        run = Steps(self.steps(request, decision))
+        while (step := run.next()) is not None:
             try:
-                step = steps.throw(thrown) if thrown is not None else steps.send(sent)
-            except StopIteration as done:
-                return bool(done.value)
-            sent, thrown = None, None
-            try:
-                if isinstance(step, Generate):
-                    sent = await provider.generate(step.request, step.folder)
-                else:
-                    sent = await asyncio.to_thread(step)
+                run.gave(await provider.generate(step.request, step.folder) if isinstance(step, Generate)
+                         else await asyncio.to_thread(step))
             except BaseException as exc:  # raised in the steps, as an await there would raise it
-                thrown = exc
+                run.raised(exc)
+        return run.built
 
     def steps(self, request: ImageRequest, decision: Decision) -> Generator[Generate | Callable[[], Any], Any, bool]:
         """The request, from its staging folder to its outputs: yields what to run (a call, or
@@ -256,6 +248,31 @@ class Requests:
         self.ex.reporter.line(f"error: {name}: {len(staged)} paid image(s) could go neither into the cache nor "
                               f"to the outputs; kept in {where}", error=True)
         return folder is not None
+
+
+class Steps:
+    """A request's steps as a driver takes them: :meth:`next` is the next thing to run (None once
+    they are done: :attr:`built` says how), given what the last one gave or raised."""
+
+    def __init__(self, steps: Generator[Generate | Callable[[], Any], Any, bool]) -> None:
+        self._steps = steps
+        self._sent: Any = None
+        self._thrown: BaseException | None = None
+        self.built = False
+
+    def next(self) -> Generate | Callable[[], Any] | None:
+        sent, thrown, self._sent, self._thrown = self._sent, self._thrown, None, None
+        try:
+            return self._steps.throw(thrown) if thrown is not None else self._steps.send(sent)
+        except StopIteration as done:
+            self.built = bool(done.value)
+            return None
+
+    def gave(self, value: Any) -> None:
+        self._sent = value
+
+    def raised(self, exc: BaseException) -> None:
+        self._thrown = exc
 
 
 class Generate:

@@ -51,6 +51,25 @@ class RunBase:
                 f.write(" ".join(order) + "\n")
         return order
 
+    def _settled(self, name: str, decision: Decision) -> bool | None:
+        """How a target that needs no work ends (up to date, skipped, failed, or not started by a
+        stopping build): whether its dependents may go on; None when it is to be built."""
+        if decision.action is Action.NOTHING:
+            self.summary.up_to_date += 1
+            return True
+        if decision.action is Action.SKIP:
+            self.summary.skipped += 1
+            self.reporter.event("skipped", name, decision.reason, state=str(decision.state))
+            # A modified or pinned output still feeds its dependents as it is on disk.
+            return all(p is not None for p in decision.promised)
+        if decision.action is Action.FAIL:
+            self.fail(name, decision.reason)
+            return False
+        if self.stopping:
+            self.skip(name, "not started: the build is stopping", started=False)
+            return False
+        return None
+
     def interrupted(self, in_flight: int) -> bool:
         """Ctrl-C: the first starts nothing new and lets the requests in flight finish and be
         saved; the second abandons them (the caller does, when this returns True)."""

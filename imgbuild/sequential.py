@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from .fsutil import DirSyncs
 from .lockwriter import LockWriter
 from .plan import Action
-from .requesting import Generate, Requests
+from .requesting import Generate, Requests, Steps
 from .restoring import Restores
 from .runbase import RunBase
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator
+    from collections.abc import Callable
     from pathlib import Path
 
     from .context import BuildContext
@@ -93,19 +93,9 @@ class Sequential(RunBase):
         decision = self.planner.decisions.get(name)
         if decision is None or decision.action in (Action.WAIT, Action.REQUEST):
             decision = self.planner.decide(name)  # the inputs as they are now (see the executor)
-        if decision.action is Action.NOTHING:
-            self.summary.up_to_date += 1
-            return True
-        if decision.action is Action.SKIP:
-            self.summary.skipped += 1
-            self.reporter.event("skipped", name, decision.reason, state=str(decision.state))
-            return all(p is not None for p in decision.promised)
-        if decision.action is Action.FAIL:
-            self.fail(name, decision.reason)
-            return False
-        if self.stopping:
-            self.skip(name, "not started: the build is stopping", started=False)
-            return False
+        settled = self._settled(name, decision)
+        if settled is not None:
+            return settled
         if decision.action is Action.RESTORE:
             self.restore(decision)
             self.summary.restored += 1
@@ -118,7 +108,7 @@ class Sequential(RunBase):
         provider, request, _ = ready
         self._in_flight = 1
         try:
-            return _drive(self.requests.steps(request, decision), provider.generate_now)  # type: ignore[attr-defined]
+            return _drive(Steps(self.requests.steps(request, decision)), provider.generate_now)  # type: ignore[attr-defined]
         finally:
             self._in_flight = 0
 
@@ -132,17 +122,11 @@ class Sequential(RunBase):
         self._saved = time.monotonic()
 
 
-def _drive(steps: Generator[Generate | Callable[[], Any], Any, bool], generate: Callable[..., Any]) -> bool:
+def _drive(run: Steps, generate: Callable[..., Any]) -> bool:
     """Run a request's steps here, one after another (the executor's ``_call`` awaits them)."""
-    sent: Any = None
-    thrown: BaseException | None = None
-    while True:
+    while (step := run.next()) is not None:
         try:
-            step = steps.throw(thrown) if thrown is not None else steps.send(sent)
-        except StopIteration as done:
-            return bool(done.value)
-        sent, thrown = None, None
-        try:
-            sent = generate(step.request, step.folder) if isinstance(step, Generate) else step()
+            run.gave(generate(step.request, step.folder) if isinstance(step, Generate) else step())
         except BaseException as exc:  # raised in the steps, where they can keep what was paid for
-            thrown = exc
+            run.raised(exc)
+    return run.built
