@@ -29,6 +29,7 @@ from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, fastpath
+from .changestate import FILE, FORMAT, change_state_parts, load_change_state
 from .tablediff import changed_tables, cut, table_text
 
 if TYPE_CHECKING:  # splice.py (the lock, the writes) is loaded once the helper's stats are under way
@@ -40,8 +41,6 @@ if TYPE_CHECKING:  # splice.py (the lock, the writes) is loaded once the helper'
     from .target import Target
     from .ui import Reporter
 
-FORMAT = 4
-FILE = "change.marshal"
 
 
 def _trace(line: str) -> None:
@@ -126,23 +125,6 @@ def _canonical(lock: bytes, head: str, names: list[str], project: Project) -> bo
     found = [m.group()[10:-2].decode() for m in ENTRY_HEADER.finditer(lock)]
     first = ENTRY_HEADER.search(lock)
     return found == names and first is not None and first.start() == len(head)
-
-
-def change_state_parts(state: tuple[Any, ...]) -> list[bytes]:
-    """The scoped path's state as written: its marshal, with the manifest's length in place of
-    its bytes, then those bytes as they are (2.5 MB at 10,000 targets, neither copied into the
-    marshal nor out of it)."""
-    manifest = state[3]
-    return [marshal.dumps((*state[:3], len(manifest), *state[4:])), manifest]
-
-
-def load_change_state(data: bytes) -> tuple[Any, ...]:
-    """What :func:`change_state_parts` wrote (marshal.loads reads its object and ignores the rest)."""
-    state = marshal.loads(data)
-    size = state[3]
-    if not isinstance(size, int) or not 0 <= size <= len(data):
-        raise ValueError("a change state of another layout")
-    return (*state[:3], data[len(data) - size:], *state[4:])
 
 
 # -- the scoped build ---------------------------------------------------------------------------
@@ -379,7 +361,7 @@ def _run(found: Found, args: argparse.Namespace, reporter_for: Callable[[argpars
         reporter.summary(summary)
         done = summary.complete and not (summary.failed or summary.skipped) and all(
             planner.decisions[n].action is Action.NOTHING for n in order)
-        save_states(found, lock, stats, done, FILE)
+        save_states(found, lock, stats, done)
     finally:
         os.close(run_lock)
     if summary.interrupted:

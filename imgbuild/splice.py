@@ -210,13 +210,13 @@ def _racy_digest(root: str, rel: str, stats: Stats) -> str:
     return digest
 
 
-def save_states(found: Found, lock: SplicedLock, stats: Stats, done: bool, state_file: str) -> None:
+def save_states(found: Found, lock: SplicedLock, stats: Stats, done: bool) -> None:
     """After a scoped build that left every target ``ok``: the no-op state and this one, as a full
     run would record them. Otherwise both go (the next run takes the full path)."""
     from pathlib import Path
 
+    from .changestate import FILE, change_state_parts
     from .fsutil import rewrite_cache_file
-    from .scoped import change_state_parts
 
     state_dir = Path(found.state_dir)
     try:
@@ -251,8 +251,8 @@ def save_states(found: Found, lock: SplicedLock, stats: Stats, done: bool, state
         state = list(found.state)
         state[2], state[3], state[4] = manifest_digest, found.new, (state[4][0], found.new_sizes)
         state[10], state[11] = noop[6], lock.saved_digest()
-        rewrite_cache_file(state_dir / state_file, change_state_parts(tuple(state)))
+        rewrite_cache_file(state_dir / FILE, change_state_parts(tuple(state)))
         rewrite_cache_file(state_dir / fastpath.FILE, [marshal.dumps(tuple(noop))])
     except (OSError, ValueError, IndexError, KeyError):
         discard(os.path.join(state_dir, fastpath.FILE))
-        discard(os.path.join(state_dir, state_file))
+        discard(os.path.join(state_dir, FILE))
