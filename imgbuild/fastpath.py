@@ -295,7 +295,10 @@ def _racy_unchanged(state: tuple, root: str, read: dict[str, bytes] | None, whic
 
 
 HELPER_FILES = 2000  # from this many files, StatCheck stats them in a helper process (below: here)
-_HELPER = ("import sys; sys.path.insert(0, sys.argv[1]); from imgbuild.fastpath import _helper; "
+# The helper: isolated (-I: no PYTHON* variables, no user site, not the working directory, which is
+# a project's and may hold anything) and with no site at all (-S); this package is found last on
+# its path, after the standard library, where nothing of that name is.
+_HELPER = ("import sys; sys.path.append(sys.argv[1]); from imgbuild.fastpath import _helper; "
            "sys.stdout.write(_helper(*sys.argv[2:]))")
 
 

@@ -409,3 +409,26 @@ def test_the_first_ctrl_c_in_a_placeholder_change_lets_the_render_under_way_fini
     assert events[-1]["event"] == "summary" and events[-1]["interrupted"]
     assert "a red fox at dusk" in project.read("images.lock").decode()
     assert project.build().events[-1]["built"] == 1  # t1, now
+
+
+def test_the_stat_helper_loads_nothing_from_the_project(project: Project, tmp_path: Path) -> None:
+    """A pull request may add an ``imgbuild/`` package to the project, the helper's working
+    directory: the helper runs imgbuild's own code all the same (as the console script does)."""
+    import subprocess
+    import sys
+
+    ready(project)
+    marker = tmp_path / "hijacked"
+    planted = project.root / "imgbuild"
+    planted.mkdir()
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (planted / "fastpath.py").write_text(f"open({str(marker)!r}, 'w').close()\n_helper = lambda *a: '1'\n")
+    project.manifest(manifest({**TABLES, "t1": 'prompt = "a blue jay at dusk"\nsize = "1024x640"\n'}))
+    os.utime(project.root / "out" / "t0.png")  # a changed file only the real helper sees
+    trace = tmp_path / "trace"
+    proc = subprocess.run(
+        [sys.executable, "-P", "-m", "imgbuild", "build", "-q"], cwd=project.root, capture_output=True, text=True,
+        env={**project.env, **HELPER, "IMGBUILD_TRACE_SCOPED": str(trace)}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert trace.read_text().splitlines() == ["stat helper: 0", "full: a file changed"]
+    assert not marker.exists()
